@@ -1,0 +1,71 @@
+"""Compose a training config from ``configs/`` with Hydra and validate it.
+
+Hydra's messages for bad overrides are multi-line; here each becomes one line that
+names the key and suggests the closest valid one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from hrm_core.config import VALID_KEYS, TrainConfig, validate_config
+from hrm_core.datasets import project_root
+from hrm_core.errors import ConfigError, unknown_key_message
+
+
+def config_dir() -> str:
+    return os.path.join(project_root(), "configs")
+
+
+def group_options(group: str) -> list[str]:
+    folder = os.path.join(config_dir(), group)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
+
+
+def _one_line(err: Exception, overrides: Sequence[str]) -> str:
+    text = str(err)
+    m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if m:
+        key = m.group(1)
+        return unknown_key_message(key, VALID_KEYS, where="override")
+    m = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    if m:
+        group, option = m.groups()
+        return f"unknown {group} config '{option}'; choose one of: {', '.join(group_options(group))}"
+    m = re.search(r"Error parsing override '([^']+)'", text)
+    if m:
+        return f"cannot parse override '{m.group(1)}' (expected key=value)"
+    first = " ".join(text.split())
+    return f"invalid overrides {list(overrides)}: {first[:300]}"
+
+
+def compose_raw(overrides: Sequence[str], config_name: str = "pretrain") -> dict[str, Any]:
+    """Hydra-compose ``configs/<config_name>.yaml`` with overrides, resolved, as a dict."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base=None):
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception as err:  # noqa: BLE001 - Hydra/OmegaConf raise many types; all are bad input
+        raise ConfigError(_one_line(err, overrides)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def compose_config(overrides: Sequence[str] = ()) -> TrainConfig:
+    return validate_config(compose_raw(overrides))
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.model_dump(), sort_keys=False)

@@ -1,0 +1,184 @@
+"""The typed training config: one pydantic schema per component, checked once, at start-up.
+
+Hydra composes ``configs/pretrain.yaml`` with the user's overrides; ``TrainConfig``
+validates the result (unknown keys and out-of-range values fail here, naming the key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hrm_core.errors import ConfigError, unknown_key_message
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ArchConfig(_Strict):
+    """Model architecture; defaults are the reference HRM ACT v1."""
+
+    name: str = "hrm_v1"
+    hidden_size: int = Field(512, gt=0)
+    num_heads: int = Field(8, gt=0)
+    expansion: float = Field(4.0, gt=0)
+    H_cycles: int = Field(2, ge=1)
+    L_cycles: int = Field(2, ge=1)
+    H_layers: int = Field(4, ge=1)
+    L_layers: int = Field(4, ge=1)
+    puzzle_emb_ndim: int = Field(512, ge=0)
+    pos_encodings: Literal["rope", "learned"] = "rope"
+    rope_theta: float = Field(10000.0, gt=0)
+    rms_norm_eps: float = Field(1e-5, gt=0)
+    halt_max_steps: int = Field(16, ge=1)
+    halt_exploration_prob: float = Field(0.1, ge=0, le=1)
+    forward_dtype: Literal["auto", "bfloat16", "float32", "float16"] = "bfloat16"
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ArchConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"arch.hidden_size ({self.hidden_size}) must be divisible by arch.num_heads ({self.num_heads})")
+        if (self.hidden_size // self.num_heads) % 2:
+            raise ValueError("arch.hidden_size / arch.num_heads must be even (RoPE rotates pairs)")
+        return self
+
+
+class LossConfig(_Strict):
+    loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = "stablemax_cross_entropy"
+
+
+class DataBuildConfig(_Strict):
+    """Recipe that builds a built-in dataset when its folder is missing."""
+
+    builder: Literal["sudoku"] = "sudoku"
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(_Strict):
+    name: str = "custom"
+    build: DataBuildConfig | None = None
+
+
+class TrackingConfig(_Strict):
+    mlflow: bool = False
+    experiment: str | None = None  # default: hrm/<project_name>
+
+
+class TrainConfig(_Strict):
+    arch: ArchConfig = Field(default_factory=ArchConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    data_path: str | None = None
+    global_batch_size: int = Field(768, gt=0)
+    epochs: int = Field(100000, gt=0)
+    eval_interval: int | None = Field(None, gt=0)  # in epochs, as in the reference
+    eval_every_steps: int | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+
+    lr: float = Field(1e-4, ge=0)
+    lr_min_ratio: float = Field(1.0, ge=0, le=1)
+    lr_warmup_steps: int = Field(2000, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    puzzle_emb_lr: float = Field(1e-2, ge=0)
+    puzzle_emb_weight_decay: float = Field(0.1, ge=0)
+
+    checkpoint_path: str | None = None
+    checkpoint_every_eval: bool = False
+    checkpoint_every_steps: int | None = Field(None, gt=0)
+    checkpoint_keep_last: int = Field(2, ge=1)
+    checkpoint_keep_best: bool = True
+    checkpoint_metric: str = "eval/exact_accuracy"
+    checkpoint_mode: Literal["max", "min"] = "max"
+    resume_from: str | None = None
+    init_from: str | None = None
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    compile: bool = False
+    seed: int = 0
+    data_seed: int | None = None
+    project_name: str | None = None
+    run_name: str | None = None
+    progress: bool = True
+    log_every_steps: int = Field(1, ge=1)
+    eval_save_outputs: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> TrainConfig:
+        if self.eval_interval is not None and self.epochs % self.eval_interval:
+            hint = next(d for d in range(max(1, self.epochs // 10), 0, -1) if self.epochs % d == 0)
+            raise ValueError(
+                f"eval_interval ({self.eval_interval}) must divide epochs ({self.epochs}); e.g. eval_interval={hint}, or eval_interval=null to evaluate only at the end"
+            )
+        if self.resume_from and self.init_from:
+            raise ValueError("resume_from and init_from are exclusive: resume continues a run, init_from only loads weights")
+        return self
+
+    @property
+    def effective_data_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
+
+
+def _flat_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if sub is None:
+            for arg in getattr(ann, "__args__", ()) or ():
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    sub = arg
+        keys.append(prefix + name)
+        if sub is not None:
+            keys.extend(_flat_keys(sub, prefix + name + "."))
+    return keys
+
+
+VALID_KEYS = _flat_keys(TrainConfig)
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return unknown_key_message(key, VALID_KEYS)
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"].startswith("value_error") and not key:
+        return f"invalid config: {msg}"
+    value = first.get("input")
+    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+    return f"invalid value for '{key}'{shown}: {msg}"
+
+
+def validate_config(raw: dict[str, Any]) -> TrainConfig:
+    """Validate a plain dict (e.g. a resolved Hydra config) into a TrainConfig."""
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """Stable hash of the resolved config (run names and output paths excluded)."""
+    payload = cfg.model_dump(exclude={"run_name", "project_name", "checkpoint_path", "resume_from", "progress", "tracking"})
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"arch": {"hidden_size": 8}} -> {"arch.hidden_size": 8}`` (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,55 @@
+"""Where a run's data comes from: an explicit ``data_path``, or a built-in dataset that a
+config's build recipe makes on first use (generators only; nothing is downloaded)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Callable
+
+from hrm_core.config import TrainConfig
+from hrm_core.errors import UserError
+
+
+def _build_sudoku(output_dir: str, **args) -> str:
+    from hrm_core.data.build_sudoku import build_sudoku_dataset
+
+    return build_sudoku_dataset(output_dir, **args)
+
+
+BUILDERS: dict[str, Callable[..., str]] = {"sudoku": _build_sudoku}
+
+
+def project_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def default_data_dir(name: str) -> str:
+    return os.path.join(project_root(), "data", name)
+
+
+def resolve_data_path(cfg: TrainConfig, build: bool = True, log: Callable[[str], None] = print) -> str:
+    """Absolute dataset path; builds a built-in dataset when it is missing and has a recipe."""
+    path = cfg.data_path or default_data_dir(cfg.data.name)
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(os.path.join(path, "train")):
+        return path
+    recipe = cfg.data.build
+    if cfg.data_path or recipe is None:  # an explicit path is the user's data: never build into it
+        raise UserError(f"dataset not found: {path} (no train/ split; build one, e.g. python -m hrm_core.data.build_sudoku --output-dir {path})")
+    if not build:
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # Concurrent trials or ranks may ask for the same dataset: one builds, the others wait.
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isdir(os.path.join(path, "train")):
+            log(f"building dataset '{cfg.data.name}' into {path} ({recipe.builder}, {recipe.args})")
+            tmp = f"{path}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            BUILDERS[recipe.builder](tmp, **recipe.args)
+            if os.path.exists(path):  # a partial folder without train/: replace it
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+    return path

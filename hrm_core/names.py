@@ -1,0 +1,108 @@
+"""The names every layer shares: metric keys, MLflow tags, run naming, trial outcomes.
+
+This module is the contract between the trainer, the Ray trainable, the sweep engine
+and the analysis layer. It imports nothing heavy (no torch, no Ray, no MLflow).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+# --- metrics ---------------------------------------------------------------------
+TRAIN = "train"
+EVAL = "eval"
+
+# Per-split metric names, exactly as the reference HRM reports them.
+LM_LOSS = "lm_loss"
+Q_HALT_LOSS = "q_halt_loss"
+Q_CONTINUE_LOSS = "q_continue_loss"
+ACCURACY = "accuracy"
+EXACT_ACCURACY = "exact_accuracy"
+Q_HALT_ACCURACY = "q_halt_accuracy"
+STEPS = "steps"
+COUNT = "count"
+LOSS_METRICS = (LM_LOSS, Q_HALT_LOSS, Q_CONTINUE_LOSS)
+RATE_METRICS = (ACCURACY, EXACT_ACCURACY, Q_HALT_ACCURACY, STEPS)
+SPLIT_METRICS = LOSS_METRICS + RATE_METRICS
+
+
+def metric(split: str, name: str) -> str:
+    """``metric("eval", "exact_accuracy") -> "eval/exact_accuracy"``."""
+    return f"{split}/{name}"
+
+
+TRAIN_LR = metric(TRAIN, "lr")
+TRAIN_EPOCH = metric(TRAIN, "epoch")
+PERF_PREFIX = "perf/"  # timings: never compared bitwise
+PERF_SAMPLES_PER_S = "perf/samples_per_s"
+EVAL_EXACT_ACCURACY = metric(EVAL, EXACT_ACCURACY)
+EVAL_ACCURACY = metric(EVAL, ACCURACY)
+EVAL_STEPS = metric(EVAL, STEPS)
+EVAL_LM_LOSS = metric(EVAL, LM_LOSS)
+TRAIN_LM_LOSS = metric(TRAIN, LM_LOSS)
+
+# Variant and bookkeeping namespaces.
+GATE_PREFIX = "gate/"
+FEUDAL_PREFIX = "feudal/"
+DIAG_PREFIX = "diag/"
+COMPUTE_PREFIX = "compute/"
+CURRICULUM_STAGE = "curriculum/stage"
+RESUMED_FROM_STEP = "resumed_from_step"
+
+# The metric every run reports at each eval (the sweep default objective).
+DEFAULT_OBJECTIVE = EVAL_EXACT_ACCURACY
+
+# --- MLflow tags -------------------------------------------------------------------
+TAG_SWEEP = "hrm.sweep"
+TAG_INVOCATION = "hrm.invocation"
+TAG_TRIAL_ID = "hrm.trial_id"
+TAG_ARM = "hrm.arm"
+TAG_SEED = "hrm.seed"
+TAG_GIT_COMMIT = "hrm.git_commit"
+TAG_GIT_DIRTY = "hrm.git_dirty"
+TAG_CONFIG_HASH = "hrm.config_hash"
+TAG_DATASET_FINGERPRINT = "hrm.dataset_fingerprint"
+TAG_OUTCOME = "hrm.outcome"
+TAG_RUN_KIND = "hrm.run_kind"  # "sweep" (parent), "trial" (child), "standalone"
+
+# --- trial outcomes ------------------------------------------------------------------
+OUTCOME_COMPLETED = "completed"
+OUTCOME_EARLY_STOPPED = "early_stopped"
+OUTCOME_DIVERGED = "diverged"
+OUTCOME_ERROR = "error"
+OUTCOME_KILLED = "killed"
+OUTCOMES = (OUTCOME_COMPLETED, OUTCOME_EARLY_STOPPED, OUTCOME_DIVERGED, OUTCOME_ERROR, OUTCOME_KILLED)
+# MLflow run status each outcome ends with: diverged is an experimental result, not a crash.
+OUTCOME_STATUS = {
+    OUTCOME_COMPLETED: "FINISHED",
+    OUTCOME_EARLY_STOPPED: "FINISHED",
+    OUTCOME_DIVERGED: "FINISHED",
+    OUTCOME_ERROR: "FAILED",
+    OUTCOME_KILLED: "KILLED",
+}
+
+# --- experiment / run naming -----------------------------------------------------------
+EXPERIMENT_PREFIX = "hrm/"
+_SAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+def experiment_name(sweep: str) -> str:
+    """One MLflow experiment per sweep family: ``hrm/<sweep>``."""
+    return f"{EXPERIMENT_PREFIX}{sweep}"
+
+
+def parent_run_name(sweep: str, when: datetime | None = None) -> str:
+    """``<sweep>@<UTC timestamp>``: one parent run per sweep invocation."""
+    when = when or datetime.now(UTC)
+    return f"{sweep}@{when.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def child_run_name(sweep: str, trial_id: str) -> str:
+    """``<sweep>/<trial_id>``: unique within the experiment."""
+    return f"{sweep}/{trial_id}"
+
+
+def safe_name(text: str) -> str:
+    """A file-system and URL friendly version of a free-form name."""
+    return _SAFE.sub("-", text).strip("-") or "run"

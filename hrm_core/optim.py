@@ -1,0 +1,112 @@
+"""Optimizers and schedule: AdamATan2 (fused CUDA package when installed, pure torch
+otherwise), sign-SGD for the sparse puzzle embedding, warm-up + cosine learning rate."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from torch.optim import Optimizer
+
+try:  # fused CUDA kernel, extra "gpu"
+    from adam_atan2 import AdamATan2 as FusedAdamATan2
+except ImportError:
+    FusedAdamATan2 = None
+
+
+def cosine_schedule(step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Linear warm-up from 0, then cosine from base_lr to base_lr * min_ratio."""
+    if step < warmup_steps:
+        return base_lr * step / max(1, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * (min_ratio + max(0.0, (1 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))))
+
+
+def adam_atan2_update(
+    p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
+    *, lr: float, beta1: float, beta2: float, weight_decay: float, step: int,
+) -> None:
+    """One AdamATan2 update, in place: decoupled decay, then
+    p -= lr / bc1 * atan2(m, sqrt(v) / sqrt(bc2)). No epsilon: atan2 is bounded."""
+    bc1 = 1 - beta1**step
+    bc2 = 1 - beta2**step
+    p.mul_(1 - lr * weight_decay)
+    m.lerp_(g, 1 - beta1)
+    v.lerp_(g * g, 1 - beta2)
+    p.add_(torch.atan2(m, v.sqrt() / math.sqrt(bc2)), alpha=-lr / bc1)
+
+
+class AdamATan2(Optimizer):
+    """Pure-torch AdamATan2 (Everett et al.): scale-invariant Adam without epsilon.
+
+    Accepts ``lr=0`` (the first warm-up step). Same maths as the fused CUDA kernel.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0):
+        if lr < 0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                adam_atan2_update(
+                    p, p.grad, state["exp_avg"], state["exp_avg_sq"],
+                    lr=group["lr"], beta1=beta1, beta2=beta2,
+                    weight_decay=group["weight_decay"], step=state["step"],
+                )
+
+
+def make_adam_atan2(params, *, lr: float, betas: tuple[float, float], weight_decay: float, device: torch.device) -> tuple[Optimizer, str]:
+    """The fused kernel on CUDA when its package is installed; pure torch otherwise."""
+    if FusedAdamATan2 is not None and device.type == "cuda":
+        return FusedAdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay), "adam_atan2 (fused CUDA)"
+    return AdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay), "AdamATan2 (pure torch)"
+
+
+class SparseSignSGD:
+    """Sign-SGD with decoupled weight decay on the rows of the puzzle embedding seen in the batch.
+
+    Gradients of duplicated ids are summed (across ranks too); only those rows change.
+    """
+
+    def __init__(self, embedding, lr: float, weight_decay: float, world_size: int = 1):
+        self.embedding = embedding  # hrm_core.model.PuzzleEmbedding
+        self.lr, self.weight_decay, self.world_size = lr, weight_decay, world_size
+
+    @torch.no_grad()
+    def step(self) -> None:
+        local = self.embedding.local_weights
+        if local is None or local.grad is None:
+            return
+        grad, ids = local.grad, self.embedding.local_ids
+        if self.world_size > 1 and dist.is_initialized():
+            grads = [torch.empty_like(grad) for _ in range(self.world_size)]
+            all_ids = [torch.empty_like(ids) for _ in range(self.world_size)]
+            dist.all_gather(grads, grad.contiguous())
+            dist.all_gather(all_ids, ids.contiguous())
+            grad, ids = torch.cat(grads), torch.cat(all_ids)
+        uniq, inverse = ids.unique(return_inverse=True)
+        summed = torch.zeros(uniq.shape[0], grad.shape[1], dtype=grad.dtype, device=grad.device)
+        summed.index_add_(0, inverse, grad)
+        weights = self.embedding.weights
+        rows = weights[uniq]
+        rows.mul_(1.0 - self.lr * self.weight_decay).add_(torch.sign(summed), alpha=-self.lr)
+        weights[uniq] = rows
+
+    def zero_grad(self) -> None:
+        self.embedding.local_weights = None
+        self.embedding.local_ids = None

@@ -1,0 +1,319 @@
+"""The HRM train loop. It emits metrics and checkpoints through callbacks and knows
+nothing of Ray or MLflow; the CLI and the Ray trainable both drive this ``Trainer``."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hrm_core import checkpoint as ckpt
+from hrm_core import names
+from hrm_core.callbacks import Callback, CallbackList, RunInfo
+from hrm_core.config import TrainConfig, config_hash
+from hrm_core.data.format import PuzzleSplit, open_split
+from hrm_core.data.sampler import TrainSampler, eval_batches, total_train_steps
+from hrm_core.distributed import DistContext, all_reduce_grads, all_reduce_sum, broadcast_module
+from hrm_core.errors import UserError
+from hrm_core.hardware import describe
+from hrm_core.losses import METRIC_KEYS, metrics_dict, normalise
+from hrm_core.model import ModelDims, build_model, count_parameters
+from hrm_core.optim import SparseSignSGD, cosine_schedule, make_adam_atan2
+
+
+def stream_seed(seed: int, stream: str, rank: int = 0) -> int:
+    """Independent, reproducible seeds per random stream (init, data, exploration)."""
+    key = {"init": 0, "data": 1, "explore": 2}[stream]
+    return int(np.random.SeedSequence([seed, key, rank]).generate_state(1)[0])
+
+
+@dataclass
+class Schedule:
+    total_steps: int
+    eval_every: int | None
+    checkpoint_every: int | None
+
+    def is_eval_step(self, step: int) -> bool:
+        return step == self.total_steps or bool(self.eval_every and step % self.eval_every == 0)
+
+
+class Diverged(Exception):
+    pass
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data_path: str,
+        run_dir: str,
+        device: torch.device,
+        callbacks: list[Callback] | None = None,
+        dist_ctx: DistContext | None = None,
+        log=print,
+    ):
+        self.cfg, self.run_dir, self.device = cfg, run_dir, device
+        self.ctx = dist_ctx or DistContext()
+        self.callbacks = CallbackList(callbacks or [])
+        self.log = log if self.ctx.is_main else (lambda *_: None)
+        if cfg.global_batch_size % self.ctx.world_size:
+            raise UserError(
+                f"global_batch_size ({cfg.global_batch_size}) is not divisible by the world size ({self.ctx.world_size})"
+            )
+        self.local_batch_size = cfg.global_batch_size // self.ctx.world_size
+
+        self.train_split: PuzzleSplit = open_split(data_path, "train")
+        self.eval_split: PuzzleSplit | None = (
+            open_split(data_path, "test") if os.path.isdir(os.path.join(data_path, "test")) else None
+        )
+        meta = self.train_split.metadata
+        if self.eval_split is not None:
+            em = self.eval_split.metadata
+            if (em.seq_len, em.vocab_size) != (meta.seq_len, meta.vocab_size):
+                raise UserError(f"{data_path}: test split has seq_len/vocab {em.seq_len}/{em.vocab_size}, train has {meta.seq_len}/{meta.vocab_size}")
+        self.dims = ModelDims(meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers)
+        self.schedule = self._make_schedule()
+
+        # Random streams: model init, data order, ACT exploration are seeded separately.
+        torch.manual_seed(stream_seed(cfg.seed, "init"))
+        with torch.device(device):
+            self.model = build_model(cfg.arch, self.dims, cfg.loss.loss_type)
+        if cfg.init_from:
+            self._load_weights(cfg.init_from)
+        broadcast_module(self.model, self.ctx)
+        self.hrm = self.model.model
+        self.hrm.use_flash_attention(device.type == "cuda")
+        if cfg.compile:
+            self.hrm.compile_inner()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer, self.optimizer_name = make_adam_atan2(
+            self.params, lr=0.0, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, device=device
+        )
+        self.puzzle_optimizer = (
+            SparseSignSGD(self.hrm.inner.puzzle_emb, cfg.puzzle_emb_lr, cfg.puzzle_emb_weight_decay, self.ctx.world_size)
+            if cfg.arch.puzzle_emb_ndim > 0
+            else None
+        )
+        self.sampler = TrainSampler(
+            self.train_split, cfg.global_batch_size, self.ctx.rank, self.ctx.world_size, seed=cfg.effective_data_seed
+        )
+        self.explore_gen = torch.Generator(device=device)
+        self.explore_gen.manual_seed(stream_seed(cfg.seed, "explore", self.ctx.rank))
+        self.carry = None
+        self.step = 0
+        self.resumed_from_step = 0
+        self.retention = ckpt.Retention(run_dir, cfg.checkpoint_keep_last, cfg.checkpoint_keep_best, cfg.checkpoint_mode)
+        if cfg.resume_from:
+            self._restore(ckpt.load(cfg.resume_from))
+
+    # --- schedule -------------------------------------------------------------------
+    def _make_schedule(self) -> Schedule:
+        cfg, meta = self.cfg, self.train_split.metadata
+        epoch_steps = total_train_steps(meta, cfg.epochs, cfg.global_batch_size)
+        total = min(epoch_steps, cfg.max_steps) if cfg.max_steps else epoch_steps
+        if total < 1:
+            raise UserError(
+                f"the run has no optimizer step: epochs={cfg.epochs} x {meta.total_groups} groups / global_batch_size={cfg.global_batch_size} < 1"
+            )
+        eval_every = cfg.eval_every_steps
+        if eval_every is None and cfg.eval_interval is not None:
+            eval_every = max(1, round(epoch_steps * cfg.eval_interval / cfg.epochs))
+        return Schedule(total, eval_every, cfg.checkpoint_every_steps)
+
+    def lr_at(self, step: int, base_lr: float) -> float:
+        cfg = self.cfg
+        return cosine_schedule(
+            step, base_lr=base_lr, warmup_steps=cfg.lr_warmup_steps, total_steps=self.schedule.total_steps, min_ratio=cfg.lr_min_ratio
+        )
+
+    # --- one optimizer step ------------------------------------------------------------
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Forward one ACT segment, backward, update. Returns the raw metric sums (all ranks)."""
+        self.model.train()
+        batch = self._to_device(batch)
+        if self.carry is None:
+            self.carry = self.model.initial_carry(batch)
+        self.carry, loss, sums, _, _ = self.model(self.carry, batch, generator=self.explore_gen)
+        (loss / self.cfg.global_batch_size).backward()
+        all_reduce_grads(self.params, self.ctx)
+
+        self.step += 1
+        lr = self.lr_at(self.step, self.cfg.lr)
+        if self.puzzle_optimizer is not None:
+            self.puzzle_optimizer.lr = self.lr_at(self.step, self.cfg.puzzle_emb_lr)
+            self.puzzle_optimizer.step()
+            self.puzzle_optimizer.zero_grad()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._lr = lr
+        return all_reduce_sum(sums, self.ctx)
+
+    # --- evaluation ---------------------------------------------------------------------
+    @torch.inference_mode()
+    def evaluate(self) -> dict[str, float]:
+        if self.eval_split is None:
+            return {}
+        self.model.eval()
+        sets = self.eval_split.metadata.sets
+        totals = torch.zeros(len(sets), len(METRIC_KEYS), dtype=torch.float64, device=self.device)
+        saved: dict[str, list[torch.Tensor]] = {}
+        for set_name, batch, _n_valid in eval_batches(
+            self.eval_split, self.cfg.global_batch_size, self.ctx.rank, self.ctx.world_size
+        ):
+            batch = self._to_device(batch)
+            carry = self.model.initial_carry(batch)
+            for _ in range(self.cfg.arch.halt_max_steps):  # eval runs every segment
+                carry, _, sums, outputs, all_halted = self.model(carry, batch)
+            assert bool(all_halted), "eval rows must all halt at halt_max_steps"
+            totals[sets.index(set_name)] += sums
+            for key in self.cfg.eval_save_outputs:
+                source = outputs if key in outputs else batch
+                if key in source:
+                    saved.setdefault(key, []).append(source[key].cpu())
+        all_reduce_sum(totals, self.ctx)
+        self.model.train()
+        if saved:
+            torch.save({k: torch.cat(v) for k, v in saved.items()}, os.path.join(self.run_dir, f"step_{self.step}_all_preds.{self.ctx.rank}"))
+        metrics = normalise(metrics_dict(totals.sum(0)), names.EVAL, self.cfg.global_batch_size)
+        if len(sets) > 1:
+            for i, s in enumerate(sets):
+                for k, v in normalise(metrics_dict(totals[i]), names.EVAL, self.cfg.global_batch_size).items():
+                    metrics[k.replace("eval/", f"eval/{s}/", 1)] = v
+        return metrics
+
+    # --- checkpoints --------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        carry = self.carry
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "explore_rng": self.explore_gen.get_state(),
+            "carry": None
+            if carry is None
+            else {
+                "z_H": carry.inner.z_H, "z_L": carry.inner.z_L, "steps": carry.steps,
+                "halted": carry.halted, "current_data": carry.current_data,
+            },
+            "config": self.cfg.model_dump(),
+            "rank": self.ctx.rank,
+        }
+
+    def _restore(self, state: dict) -> None:
+        if self.ctx.rank > 0:  # each rank resumes its own carry and exploration stream
+            state = ckpt.load(state["path"].replace(".pt", f".rank{self.ctx.rank}.pt"))
+        if "optimizer" not in state:
+            raise UserError(f"{state['path']} holds weights only; use init_from to warm-start from it")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.explore_gen.set_state(state["explore_rng"])
+        c = state["carry"]
+        if c is not None:
+            from hrm_core.model import Carry, InnerCarry
+
+            dev = self.device
+            self.carry = Carry(
+                InnerCarry(c["z_H"].to(dev), c["z_L"].to(dev)), c["steps"].to(dev), c["halted"].to(dev),
+                {k: v.to(dev) for k, v in c["current_data"].items()},
+            )
+        self.step = self.resumed_from_step = int(state["step"])
+        self.log(f"resumed_from_step={self.step} ({state['path']})")
+
+    def _load_weights(self, path: str) -> None:
+        result = self.model.load_state_dict(ckpt.load_weights(path), strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise UserError(f"init_from {path}: weights do not fit this model (missing {result.missing_keys[:2]}, unexpected {result.unexpected_keys[:2]})")
+
+    def save_checkpoint(self, eval_metrics: dict[str, float] | None = None) -> str | None:
+        """Rank 0 writes; with several ranks, each rank's own carry is in its own file."""
+        path = ckpt.checkpoint_file(self.run_dir, self.step)
+        if self.ctx.world_size > 1:
+            path = path.replace(".pt", f".rank{self.ctx.rank}.pt") if self.ctx.rank else path
+        ckpt.save(path, self.state_dict())
+        value = (eval_metrics or {}).get(self.cfg.checkpoint_metric)
+        is_best = self.retention.is_better(value)
+        if is_best:
+            self.retention.record_best(self.step, value, self.cfg.checkpoint_metric, write=self.ctx.is_main)
+        if not self.ctx.is_main:
+            return None
+        self.retention.prune()
+        self.callbacks.on_checkpoint(self.step, path, is_best)
+        return path
+
+    # --- the loop ------------------------------------------------------------------------
+    def run_info(self, hardware: str) -> RunInfo:
+        return RunInfo(
+            run_dir=self.run_dir, config=self.cfg.model_dump(), config_hash=config_hash(self.cfg),
+            total_steps=self.schedule.total_steps, start_step=self.step, num_params=count_parameters(self.model),
+            world_size=self.ctx.world_size, hardware=hardware,
+            extra={"optimizer": self.optimizer_name, "compile": self.cfg.compile, names.RESUMED_FROM_STEP: self.resumed_from_step},
+        )
+
+    def fit(self) -> str:
+        """Train to the end of the schedule. Returns the outcome (see ``hrm_core.names``)."""
+        cfg, sched = self.cfg, self.schedule
+        hardware = describe(self.device, cfg.arch.forward_dtype)
+        info = self.run_info(hardware)
+        self.log(f"{hardware} optimizer={self.optimizer_name} compile={cfg.compile} params={info.num_params:,} steps={sched.total_steps} run_dir={self.run_dir}")
+        self.callbacks.on_run_start(info)
+        if self.resumed_from_step and self.ctx.is_main:
+            self.callbacks.on_train_metrics(self.step, {names.RESUMED_FROM_STEP: float(self.step)})
+        outcome = names.OUTCOME_COMPLETED
+        last_eval = None
+        try:
+            t0, samples = time.perf_counter(), 0
+            while self.step < sched.total_steps:
+                sums = self.train_step(self.sampler.next_batch())
+                metrics = normalise(metrics_dict(sums), names.TRAIN, cfg.global_batch_size)
+                samples += cfg.global_batch_size
+                metrics[names.TRAIN_LR] = self._lr
+                metrics[names.TRAIN_EPOCH] = self.sampler.epoch_float
+                if not math.isfinite(metrics[names.TRAIN_LM_LOSS]) or not math.isfinite(metrics[names.metric(names.TRAIN, names.Q_HALT_LOSS)]):
+                    if self.ctx.is_main:
+                        self.callbacks.on_train_metrics(self.step, metrics)
+                    raise Diverged(f"non-finite loss at step {self.step}")
+                if self.ctx.is_main and (self.step % cfg.log_every_steps == 0 or self.step == sched.total_steps):
+                    metrics[names.PERF_SAMPLES_PER_S] = samples / max(time.perf_counter() - t0, 1e-9)
+                    t0, samples = time.perf_counter(), 0
+                    self.callbacks.on_train_metrics(self.step, metrics)
+                eval_metrics = None
+                if sched.is_eval_step(self.step):
+                    eval_metrics = last_eval = self.evaluate()
+                    if self.ctx.is_main and eval_metrics:
+                        self.callbacks.on_eval(self.step, eval_metrics)
+                if self._should_checkpoint(eval_metrics):
+                    self.save_checkpoint(eval_metrics)
+        except Diverged as err:
+            outcome = names.OUTCOME_DIVERGED
+            self.log(f"diverged: {err}")
+        except KeyboardInterrupt:
+            self.callbacks.on_run_end(self.step, names.OUTCOME_KILLED, "interrupted")
+            raise
+        except Exception as err:
+            self.callbacks.on_run_end(self.step, names.OUTCOME_ERROR, f"{type(err).__name__}: {err}")
+            raise
+        self.last_eval = last_eval
+        self.callbacks.on_run_end(self.step, outcome)
+        return outcome
+
+    def _should_checkpoint(self, eval_metrics: dict[str, float] | None) -> bool:
+        cfg, step = self.cfg, self.step
+        if step == self.schedule.total_steps:
+            return True
+        if self.schedule.checkpoint_every and step % self.schedule.checkpoint_every == 0:
+            return True
+        if eval_metrics is not None and cfg.checkpoint_every_eval:
+            return True
+        # The best eval so far is kept even when periodic checkpoints are off.
+        return bool(eval_metrics) and cfg.checkpoint_keep_best and self.retention.is_better(eval_metrics.get(cfg.checkpoint_metric))

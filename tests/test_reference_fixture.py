@@ -1,0 +1,87 @@
+"""The model reproduces what the reference HRM computed for given weights.
+
+Any fixture in the same format can be checked:
+``HRM_REFERENCE_FIXTURE=<path> pytest -k reference_fixture``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from hrm_core import load_reference_checkpoint
+from hrm_core.config import ArchConfig
+from hrm_core.losses import metrics_dict
+from hrm_core.model import ModelDims, build_model, count_parameters
+from hrm_core.reference import COMPILE_PREFIX
+from tests.conftest import FIXTURE
+
+ATOL = RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    assert os.path.exists(FIXTURE), f"reference fixture not found: {FIXTURE} (set HRM_REFERENCE_FIXTURE)"
+    return torch.load(FIXTURE, weights_only=True)
+
+
+def _run_segments(model, fixture):
+    model.eval()
+    batch = fixture["batch"]
+    carry = model.initial_carry(batch)
+    results = []
+    # The reference ran SDPA's math; CPU flash attention sums in another order (~1e-5 off).
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        for _ in fixture["segments"]:
+            carry, loss, sums, outputs, _ = model(carry, batch)
+            results.append((carry, loss, metrics_dict(sums), outputs))
+    return results
+
+
+def test_reference_fixture_every_segment(fixture):
+    model = load_reference_checkpoint(fixture["state_dict"], fixture["config"])
+    assert count_parameters(model) == fixture["params"]
+    results = _run_segments(model, fixture)
+    assert len(results) == len(fixture["segments"]) == fixture["config"]["halt_max_steps"]
+    for i, (seg, (carry, loss, metrics, outputs)) in enumerate(zip(fixture["segments"], results, strict=True)):
+        for key in ("logits", "q_halt_logits", "q_continue_logits"):
+            torch.testing.assert_close(outputs[key], seg[key], atol=ATOL, rtol=RTOL, msg=lambda m, k=key, i=i: f"segment {i} {k}: {m}")
+        assert abs(loss.item() - seg["loss"].item()) <= ATOL * max(1.0, abs(seg["loss"].item())), f"segment {i} loss"
+        for name, expected in seg["metrics"].items():
+            assert metrics[name] == pytest.approx(expected.item(), rel=RTOL, abs=ATOL), f"segment {i} metric {name}"
+        assert torch.equal(carry.steps, seg["steps"]), f"segment {i} steps"
+        assert torch.equal(carry.halted, seg["halted"]), f"segment {i} halted"
+
+
+def test_reference_fixture_compiled_prefix_accepted(fixture):
+    prefixed = {k.replace("model.", f"{COMPILE_PREFIX}model.", 1): v for k, v in fixture["state_dict"].items()}
+    model = load_reference_checkpoint(prefixed, fixture["config"])
+    ref = load_reference_checkpoint(fixture["state_dict"], fixture["config"])
+    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert k1 == k2 and torch.equal(v1, v2)
+
+
+def test_reference_fixture_from_file(fixture, tmp_path):
+    path = tmp_path / "step_100"
+    torch.save(fixture["state_dict"], path)  # the reference saves a bare state dict
+    model = load_reference_checkpoint(str(path), fixture["config"])
+    torch.testing.assert_close(_run_segments(model, fixture)[-1][3]["logits"], fixture["segments"][-1]["logits"], atol=ATOL, rtol=RTOL)
+
+
+def test_reference_fixture_mismatched_config_is_an_error(fixture):
+    from hrm_core.errors import UserError
+
+    wrong = dict(fixture["config"], hidden_size=fixture["config"]["hidden_size"] * 2, num_heads=fixture["config"]["num_heads"])
+    with pytest.raises(UserError):
+        load_reference_checkpoint(fixture["state_dict"], wrong)
+
+
+def test_hrm_v1_parameter_count():
+    with torch.device("meta"):
+        model = build_model(ArchConfig(), ModelDims(vocab_size=11, seq_len=81, num_puzzle_identifiers=1))
+    assert count_parameters(model) == 27_275_266
+    # the puzzle embedding is a buffer trained by sign-SGD, not a parameter
+    assert "model.inner.puzzle_emb.weights" in dict(model.named_buffers())
