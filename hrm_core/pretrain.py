@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         destroy(ctx)
         return 0
     except (UserError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0 only
+            print(f"error: {err}", file=sys.stderr)
         return 2
 
 

@@ -19,6 +19,7 @@ from hrm_core.data.format import PuzzleSplit, open_split
 from hrm_core.data.sampler import TrainSampler, eval_batches, total_train_steps
 from hrm_core.distributed import DistContext, all_reduce_grads, all_reduce_sum, broadcast_module
 from hrm_core.errors import UserError
+from hrm_core.evaluators import evaluator_for
 from hrm_core.hardware import describe
 from hrm_core.losses import METRIC_KEYS, metrics_dict, normalise
 from hrm_core.model import ModelDims, build_model, count_parameters
@@ -34,11 +35,23 @@ def stream_seed(seed: int, stream: str, rank: int = 0) -> int:
 @dataclass
 class Schedule:
     total_steps: int
-    eval_every: int | None
+    eval_steps: frozenset[int]  # always includes total_steps
     checkpoint_every: int | None
 
     def is_eval_step(self, step: int) -> bool:
-        return step == self.total_steps or bool(self.eval_every and step % self.eval_every == 0)
+        return step in self.eval_steps
+
+
+def _interleave(preds: list[torch.Tensor], q: list[torch.Tensor], local: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rebuild dataset order from per-rank lists of local-batch slices."""
+    out_p, out_q = [], []
+    offsets = [0] * len(preds)
+    while any(offsets[r] < len(preds[r]) for r in range(len(preds))):
+        for r in range(len(preds)):
+            out_p.append(preds[r][offsets[r] : offsets[r] + local])
+            out_q.append(q[r][offsets[r] : offsets[r] + local])
+            offsets[r] += local
+    return torch.cat(out_p), torch.cat(out_q)
 
 
 class Diverged(Exception):
@@ -76,6 +89,8 @@ class Trainer:
             if (em.seq_len, em.vocab_size) != (meta.seq_len, meta.vocab_size):
                 raise UserError(f"{data_path}: test split has seq_len/vocab {em.seq_len}/{em.vocab_size}, train has {meta.seq_len}/{meta.vocab_size}")
         self.dims = ModelDims(meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers)
+        self.data_path = data_path
+        self.evaluator = evaluator_for(data_path) if self.eval_split is not None else None
         self.schedule = self._make_schedule()
 
         # Random streams: model init, data order, ACT exploration are seeded separately.
@@ -119,10 +134,15 @@ class Trainer:
             raise UserError(
                 f"the run has no optimizer step: epochs={cfg.epochs} x {meta.total_groups} groups / global_batch_size={cfg.global_batch_size} < 1"
             )
-        eval_every = cfg.eval_every_steps
-        if eval_every is None and cfg.eval_interval is not None:
-            eval_every = max(1, round(epoch_steps * cfg.eval_interval / cfg.epochs))
-        return Schedule(total, eval_every, cfg.checkpoint_every_steps)
+        if cfg.eval_every_steps:
+            evals = set(range(cfg.eval_every_steps, total + 1, cfg.eval_every_steps))
+        elif cfg.eval_interval:  # after every eval_interval epochs, as the reference's iterations
+            n = cfg.epochs // cfg.eval_interval
+            evals = {max(1, round(epoch_steps * k / n)) for k in range(1, n + 1)}
+        else:
+            evals = set()
+        evals = {s for s in evals if s <= total} | {total}
+        return Schedule(total, frozenset(evals), cfg.checkpoint_every_steps)
 
     def lr_at(self, step: int, base_lr: float) -> float:
         cfg = self.cfg
@@ -166,7 +186,9 @@ class Trainer:
         sets = self.eval_split.metadata.sets
         totals = torch.zeros(len(sets), len(METRIC_KEYS), dtype=torch.float64, device=self.device)
         saved: dict[str, list[torch.Tensor]] = {}
-        for set_name, batch, _n_valid in eval_batches(
+        preds: list[torch.Tensor] = []
+        q_halts: list[torch.Tensor] = []
+        for set_name, batch, n_valid in eval_batches(
             self.eval_split, self.cfg.global_batch_size, self.ctx.rank, self.ctx.world_size
         ):
             batch = self._to_device(batch)
@@ -175,6 +197,9 @@ class Trainer:
                 carry, _, sums, outputs, all_halted = self.model(carry, batch)
             assert bool(all_halted), "eval rows must all halt at halt_max_steps"
             totals[sets.index(set_name)] += sums
+            if self.evaluator is not None:
+                preds.append(outputs["logits"][:n_valid].argmax(-1).to(torch.int32).cpu())
+                q_halts.append(outputs["q_halt_logits"][:n_valid].float().cpu())
             for key in self.cfg.eval_save_outputs:
                 source = outputs if key in outputs else batch
                 if key in source:
@@ -184,11 +209,28 @@ class Trainer:
         if saved:
             torch.save({k: torch.cat(v) for k, v in saved.items()}, os.path.join(self.run_dir, f"step_{self.step}_all_preds.{self.ctx.rank}"))
         metrics = normalise(metrics_dict(totals.sum(0)), names.EVAL, self.cfg.global_batch_size)
+        if self.evaluator is not None:
+            metrics.update(self._dataset_eval(preds, q_halts))
         if len(sets) > 1:
             for i, s in enumerate(sets):
                 for k, v in normalise(metrics_dict(totals[i]), names.EVAL, self.cfg.global_batch_size).items():
                     metrics[k.replace("eval/", f"eval/{s}/", 1)] = v
         return metrics
+
+    def _dataset_eval(self, preds: list[torch.Tensor], q_halts: list[torch.Tensor]) -> dict[str, float]:
+        """Gather every rank's predictions in dataset order and run the dataset's evaluator."""
+        p = torch.cat(preds) if preds else torch.zeros(0, self.dims.seq_len, dtype=torch.int32)
+        q = torch.cat(q_halts) if q_halts else torch.zeros(0)
+        if self.ctx.world_size > 1:
+            import torch.distributed as dist
+
+            gathered: list = [None] * self.ctx.world_size
+            dist.all_gather_object(gathered, (p, q))
+            if not self.ctx.is_main:
+                return {}
+            # eval_batches gives rank r the r-th slice of each global batch: interleave back
+            p, q = _interleave([g[0] for g in gathered], [g[1] for g in gathered], self.cfg.global_batch_size // self.ctx.world_size)
+        return self.evaluator(self.data_path, p.numpy(), q.numpy(), self.run_dir, self.step)
 
     # --- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict:

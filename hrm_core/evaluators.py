@@ -1,0 +1,35 @@
+"""Dataset-specific evaluation beyond the loss head's metrics (e.g. ARC pass@k).
+
+An evaluator receives the final-segment predictions for every test example, in dataset
+order, and returns extra ``eval/*`` metrics; it may write files (such as
+``arc_predictions.json``) into the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+# (data_path, predictions (N, seq_len) int tokens, q_halt logits (N,), out_dir, step) -> metrics
+Evaluator = Callable[[str, np.ndarray, np.ndarray, str, int], dict[str, float]]
+
+EVALUATORS: dict[str, Evaluator] = {}
+
+
+def dataset_builder(data_path: str) -> str | None:
+    """The builder name recorded in the dataset's build_info.json, if any."""
+    path = os.path.join(data_path, "build_info.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f).get("builder")
+    except (OSError, ValueError):
+        return None
+
+
+def evaluator_for(data_path: str) -> Evaluator | None:
+    return EVALUATORS.get(dataset_builder(data_path) or "")
