@@ -18,7 +18,19 @@ def _build_sudoku(output_dir: str, **args) -> str:
     return build_sudoku_dataset(output_dir, **args)
 
 
-BUILDERS: dict[str, Callable[..., str]] = {"sudoku": _build_sudoku}
+def _build_arc(output_dir: str, **args) -> str:
+    from hrm_core.data.build_arc import build_arc_dataset
+
+    return build_arc_dataset(output_dir, **args)
+
+
+def _build_maze(output_dir: str, **args) -> str:
+    from hrm_core.data.build_maze import build_maze_dataset
+
+    return build_maze_dataset(output_dir, **args)
+
+
+BUILDERS: dict[str, Callable[..., str]] = {"sudoku": _build_sudoku, "arc": _build_arc, "maze": _build_maze}
 
 
 def project_root() -> str:

@@ -33,3 +33,17 @@ def dataset_builder(data_path: str) -> str | None:
 
 def evaluator_for(data_path: str) -> Evaluator | None:
     return EVALUATORS.get(dataset_builder(data_path) or "")
+
+
+def _arc_evaluator(
+    data_path: str, predictions: np.ndarray, q_halt: np.ndarray, out_dir: str, step: int
+) -> dict[str, float]:
+    """ARC pass@k and arc_predictions.json; imported lazily so non-ARC runs never load it."""
+    from hrm_core.arc_eval import evaluate_arc
+
+    return evaluate_arc(data_path, predictions, q_halt, out_dir, step)
+
+
+# Keyed by the BUILDERS name and by the module name the ARC builder records in build_info.json.
+EVALUATORS["arc"] = _arc_evaluator
+EVALUATORS["hrm_core.data.build_arc"] = _arc_evaluator

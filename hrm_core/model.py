@@ -203,10 +203,14 @@ class HRM(nn.Module):
     def _inner_call(self):
         return self._compiled_inner if self._compiled_inner is not None else self.inner
 
-    def use_flash_attention(self, enabled: bool) -> None:
+    def configure_kernels(self, flash_attention: bool = False, upcast_low_precision: bool = False) -> None:
+        """flash-attn (CUDA only) and the fp32-GEMM path for bf16 on CPUs without native bf16."""
         for module in self.modules():
             if isinstance(module, Attention):
-                module.use_flash = enabled and FLASH_ATTN is not None
+                module.use_flash = flash_attention and FLASH_ATTN is not None
+                module.upcast = upcast_low_precision
+            if isinstance(module, CastedLinear):
+                module.upcast = upcast_low_precision
 
     def initial_carry(self, batch: Batch) -> Carry:
         B = batch["inputs"].shape[0]

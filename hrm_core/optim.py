@@ -37,32 +37,52 @@ def adam_atan2_update(
     p.add_(torch.atan2(m, v.sqrt() / math.sqrt(bc2)), alpha=-lr / bc1)
 
 
+def _fused_update(ps, gs, ms, vs, lr, beta1, beta2, weight_decay, bc1, bc2_sqrt):
+    """All parameters in one call, scalars as 0-d tensors: torch.compile fuses each
+    parameter's update into one pass over memory and never recompiles for a new lr."""
+    for p, g, m, v in zip(ps, gs, ms, vs, strict=True):
+        p.mul_(1 - lr * weight_decay)
+        m.lerp_(g, 1 - beta1)
+        v.lerp_(g * g, 1 - beta2)
+        p.sub_(torch.atan2(m, v.sqrt() / bc2_sqrt) * (lr / bc1))
+
+
 class AdamATan2(Optimizer):
     """Pure-torch AdamATan2 (Everett et al.): scale-invariant Adam without epsilon.
 
     Accepts ``lr=0`` (the first warm-up step). Same maths as the fused CUDA kernel.
+    ``compile=True`` fuses the update with torch.compile (same maths, one pass per tensor).
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0, compile: bool = False):
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+        self._compiled = torch.compile(_fused_update, dynamic=False) if compile else None
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            live = [p for p in group["params"] if p.grad is not None]
+            for p in live:
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
+            if self._compiled is not None and live and len({self.state[p]["step"] for p in live}) == 1:
+                step = self.state[live[0]]["step"]
+                scalars = [torch.tensor(x, dtype=torch.float64) for x in (
+                    group["lr"], beta1, beta2, group["weight_decay"], 1 - beta1**step, math.sqrt(1 - beta2**step))]
+                self._compiled(live, [p.grad for p in live], [self.state[p]["exp_avg"] for p in live],
+                               [self.state[p]["exp_avg_sq"] for p in live], *scalars)
+                continue
+            for p in live:
+                state = self.state[p]
                 adam_atan2_update(
                     p, p.grad, state["exp_avg"], state["exp_avg_sq"],
                     lr=group["lr"], beta1=beta1, beta2=beta2,
@@ -70,11 +90,14 @@ class AdamATan2(Optimizer):
                 )
 
 
-def make_adam_atan2(params, *, lr: float, betas: tuple[float, float], weight_decay: float, device: torch.device) -> tuple[Optimizer, str]:
+def make_adam_atan2(
+    params, *, lr: float, betas: tuple[float, float], weight_decay: float, device: torch.device, compile: bool = False
+) -> tuple[Optimizer, str]:
     """The fused kernel on CUDA when its package is installed; pure torch otherwise."""
     if FusedAdamATan2 is not None and device.type == "cuda":
         return FusedAdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay), "adam_atan2 (fused CUDA)"
-    return AdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay), "AdamATan2 (pure torch)"
+    name = "AdamATan2 (pure torch, compiled)" if compile else "AdamATan2 (pure torch)"
+    return AdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay, compile=compile), name
 
 
 class SparseSignSGD:

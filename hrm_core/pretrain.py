@@ -18,9 +18,9 @@ from hrm_core.errors import UserError
 
 def resolve_runtime(cfg, device):
     """Fill in what ``auto`` and null mean on this machine, so the saved config is concrete."""
-    from hrm_core.hardware import resolve_forward_dtype
+    from hrm_core.hardware import resolve_forward_dtype, resolve_low_precision_gemm
 
-    updates = {"device": device.type}
+    updates = {"device": device.type, "low_precision_gemm": resolve_low_precision_gemm(cfg.low_precision_gemm, device)}
     arch = cfg.arch.model_copy(update={"forward_dtype": resolve_forward_dtype(cfg.arch.forward_dtype, device)})
     updates["arch"] = arch
     return cfg.model_copy(update=updates)

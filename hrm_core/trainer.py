@@ -101,12 +101,12 @@ class Trainer:
             self._load_weights(cfg.init_from)
         broadcast_module(self.model, self.ctx)
         self.hrm = self.model.model
-        self.hrm.use_flash_attention(device.type == "cuda")
+        self.hrm.configure_kernels(flash_attention=device.type == "cuda", upcast_low_precision=cfg.low_precision_gemm == "fp32")
         if cfg.compile:
             self.hrm.compile_inner()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer, self.optimizer_name = make_adam_atan2(
-            self.params, lr=0.0, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, device=device
+            self.params, lr=0.0, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, device=device, compile=cfg.compile
         )
         self.puzzle_optimizer = (
             SparseSignSGD(self.hrm.inner.puzzle_emb, cfg.puzzle_emb_lr, cfg.puzzle_emb_weight_decay, self.ctx.world_size)
@@ -305,7 +305,7 @@ class Trainer:
     def fit(self) -> str:
         """Train to the end of the schedule. Returns the outcome (see ``hrm_core.names``)."""
         cfg, sched = self.cfg, self.schedule
-        hardware = describe(self.device, cfg.arch.forward_dtype)
+        hardware = describe(self.device, cfg.arch.forward_dtype, cfg.low_precision_gemm)
         info = self.run_info(hardware)
         self.log(f"{hardware} optimizer={self.optimizer_name} compile={cfg.compile} params={info.num_params:,} steps={sched.total_steps} run_dir={self.run_dir}")
         self.callbacks.on_run_start(info)

@@ -52,7 +52,7 @@ def test_model_trains_a_step_on_gpu():
 
     with torch.device("cuda"):
         model = build_model(ArchConfig(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2), ModelDims(11, 16, 2))
-        model.model.use_flash_attention(True)
+        model.model.configure_kernels(flash_attention=True)
         batch = {"inputs": torch.randint(1, 11, (4, 16), dtype=torch.int32), "labels": torch.randint(1, 11, (4, 16)),
                  "puzzle_identifiers": torch.zeros(4, dtype=torch.int32)}
         carry, loss, *_ = model(model.initial_carry(batch), batch)

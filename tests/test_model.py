@@ -155,3 +155,32 @@ def test_learned_positions_and_multi_token_puzzle_prefix():
     assert carry.inner.z_H.shape == (6, 18, 32)
     loss.backward()
     assert model.model.inner.puzzle_emb.local_weights.grad.shape == (6, 48)
+
+
+def test_bf16_via_fp32_gemms_matches_native_bf16_kernels():
+    """The fp32-GEMM path for bf16 (CPUs without native bf16) does the bf16 kernels'
+    arithmetic: bf16 operands, fp32 accumulation, bf16 output."""
+    from hrm_core.layers import CastedLinear, attention
+
+    torch.manual_seed(0)
+    lin = CastedLinear(256, 384, bias=True)
+    with torch.no_grad():
+        lin.bias.normal_()
+    x = torch.randn(4, 50, 256).to(torch.bfloat16)
+    native = lin(x)
+    lin.upcast = True
+    upcast = lin(x)
+    assert upcast.dtype == torch.bfloat16
+    # only the summation order differs: at most a bf16 rounding step on a few elements
+    assert (upcast != native).float().mean().item() < 0.01
+    torch.testing.assert_close(upcast, native, atol=0.0, rtol=2**-7)
+
+    q, k, v = (torch.randn(2, 50, 4, 32).to(torch.bfloat16) for _ in range(3))
+    exact = attention(q.double(), k.double(), v.double(), use_flash=False)
+    ours = attention(q, k, v, use_flash=False, upcast=True)
+    theirs = attention(q, k, v, use_flash=False, upcast=False)
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    err_ours = (ours.double() - exact).abs().max().item()
+    err_native = (theirs.double() - exact).abs().max().item()
+    assert err_ours <= err_native + 1e-12, "never less precise than the native bf16 kernel"
+    torch.testing.assert_close(ours, theirs, atol=2e-2, rtol=2e-2)

@@ -89,3 +89,22 @@ def test_schedule_warmup_then_cosine_to_floor():
     lrs = [cosine_schedule(s, **kw) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
     assert cosine_schedule(50, base_lr=2.0, warmup_steps=0, total_steps=100, min_ratio=1.0) == 2.0
+
+
+def test_compiled_adam_atan2_matches_eager():
+    torch.manual_seed(0)
+    shapes = [(64, 32), (32,), (7, 3, 5)]
+    eager_p = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    comp_p = [torch.nn.Parameter(p.detach().clone()) for p in eager_p]
+    eager = AdamATan2(eager_p, lr=1e-2, weight_decay=0.1)
+    comp = AdamATan2(comp_p, lr=1e-2, weight_decay=0.1, compile=True)
+    for lr in (0.0, 1e-2, 5e-3):
+        for opt in (eager, comp):
+            opt.param_groups[0]["lr"] = lr
+        for a, b in zip(eager_p, comp_p, strict=True):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        eager.step()
+        comp.step()
+    for a, b in zip(eager_p, comp_p, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
