@@ -19,8 +19,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class SubgoalHeadConfig(_Strict):
+    """Feudal subgoal head: a manager emits a unit goal direction from z_H every
+    ``manager_period`` ACT segments; the goal is projected and injected into L."""
+
+    enabled: bool = False
+    manager_period: int = Field(4, ge=1)
+    goal_dim: int | None = Field(None, ge=1)  # null = hidden_size
+    gating: bool = True  # a learned sigmoid scales the injection (never a loss)
+    inject: bool = True  # false: the goal only shapes the feudal loss
+    random_goals: bool = False  # control arm: random unit goals instead of the manager's
+
+
 class ArchConfig(_Strict):
-    """Model architecture; defaults are the reference HRM ACT v1."""
+    """Model architecture; defaults are the reference HRM ACT v1. Variants are off by default."""
 
     name: str = "hrm_v1"
     hidden_size: int = Field(512, gt=0)
@@ -38,17 +50,39 @@ class ArchConfig(_Strict):
     halt_exploration_prob: float = Field(0.1, ge=0, le=1)
     forward_dtype: Literal["auto", "bfloat16", "float32", "float16"] = "bfloat16"
 
+    # Variant: learned sigmoid gates on the terms of each module's input sum.
+    use_gating: bool = False
+    gate_hidden_ratio: float = Field(0.25, gt=0, le=16)
+    gate_init_bias: float = -2.2
+    # Variant: feudal subgoal head.
+    subgoal_head: SubgoalHeadConfig = Field(default_factory=SubgoalHeadConfig)
+
+    @property
+    def goal_dim(self) -> int:
+        return self.subgoal_head.goal_dim or self.hidden_size
+
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ArchConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"arch.hidden_size ({self.hidden_size}) must be divisible by arch.num_heads ({self.num_heads})")
         if (self.hidden_size // self.num_heads) % 2:
             raise ValueError("arch.hidden_size / arch.num_heads must be even (RoPE rotates pairs)")
+        if self.subgoal_head.goal_dim is not None and self.subgoal_head.goal_dim > self.hidden_size:
+            raise ValueError(
+                f"arch.subgoal_head.goal_dim ({self.subgoal_head.goal_dim}) must be <= arch.hidden_size ({self.hidden_size})"
+            )
         return self
 
 
 class LossConfig(_Strict):
     loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = "stablemax_cross_entropy"
+    # Feudal worker term: 1 - cos(pooled z_L displacement since the goal was set, goal.detach()).
+    feudal_loss_weight: float = Field(0.0, ge=0)
+    # FuN-style manager transition term: 1 - cos(displacement.detach(), goal).
+    feudal_manager_weight: float = Field(0.0, ge=0)
+    # Gate regularisers: saturation (1 - 4 g (1 - g)) and change between consecutive calls.
+    gate_saturation_weight: float = Field(0.0, ge=0)
+    gate_stability_weight: float = Field(0.0, ge=0)
 
 
 class DataBuildConfig(_Strict):
@@ -121,6 +155,15 @@ class TrainConfig(_Strict):
             raise ValueError(
                 f"eval_interval ({self.eval_interval}) must divide epochs ({self.epochs}); e.g. eval_interval={hint}, or eval_interval=null to evaluate only at the end"
             )
+        head = self.arch.subgoal_head.enabled
+        for key in ("feudal_loss_weight", "feudal_manager_weight"):
+            if getattr(self.loss, key) > 0 and not head:
+                raise ValueError(
+                    f"loss.{key} > 0 needs the feudal subgoal head: set arch.subgoal_head.enabled=true (or arch=hrm_v1_feudal)"
+                )
+        for key in ("gate_saturation_weight", "gate_stability_weight"):
+            if getattr(self.loss, key) > 0 and not self.arch.use_gating:
+                raise ValueError(f"loss.{key} > 0 needs gates: set arch.use_gating=true (or arch=hrm_v1_gated)")
         if self.resume_from and self.init_from:
             raise ValueError("resume_from and init_from are exclusive: resume continues a run, init_from only loads weights")
         return self

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hrm_core import names
+from hrm_core.variants import gate_regularisers, gate_stats
 
 IGNORE_LABEL_ID = -100
 
@@ -55,13 +56,52 @@ METRIC_KEYS = (
 
 
 class ACTLossHead(nn.Module):
-    """Wraps the ACT model; returns (carry, loss, metric sums, outputs, all halted)."""
+    """Wraps the ACT model; returns (carry, loss, metric sums, outputs, all halted).
 
-    def __init__(self, model: nn.Module, loss_type: str):
+    Variant terms (feudal, gate regularisers) are added with their weights; their
+    per-step statistics are in ``outputs["variant_metrics"]`` (means, 0-d tensors).
+    """
+
+    def __init__(self, model: nn.Module, loss_type: str, weights: dict[str, float] | None = None):
         super().__init__()
         self.model = model
         self.loss_type = loss_type
         self.loss_fn = LOSS_FUNCTIONS[loss_type]
+        self.weights = {
+            "feudal_loss_weight": 0.0, "feudal_manager_weight": 0.0,
+            "gate_saturation_weight": 0.0, "gate_stability_weight": 0.0, **(weights or {}),
+        }
+
+    def _variant_terms(self, aux: dict) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Weighted variant losses (summed over rows, like lm_loss) and their metrics."""
+        w, total, metrics = self.weights, None, {}
+
+        def add(term):
+            nonlocal total
+            total = term if total is None else total + term
+
+        if "feudal" in aux:
+            f = aux["feudal"]
+            if w["feudal_loss_weight"] > 0:
+                add(w["feudal_loss_weight"] * f["worker"].sum())
+            if w["feudal_manager_weight"] > 0:
+                add(w["feudal_manager_weight"] * f["manager"].sum())
+            metrics[names.FEUDAL_LOSS] = f["worker"].detach().mean()
+            metrics[names.FEUDAL_MANAGER_LOSS] = f["manager"].detach().mean()
+            metrics[names.FEUDAL_ALIGNMENT] = 1 - f["worker"].detach().mean()
+            metrics[names.FEUDAL_GOAL_UPDATES] = f["refreshed"].float().mean()
+            metrics[names.FEUDAL_GATE_MEAN] = f["gate"].float().mean()
+        if "gates" in aux:
+            for module, sources in (("L", ("self", "H", "x")), ("H", ("self", "L"))):
+                gates, previous = aux["gates"][module]
+                sat, stab = gate_regularisers(gates, previous)
+                if w["gate_saturation_weight"] > 0:
+                    add(w["gate_saturation_weight"] * sat.sum())
+                if w["gate_stability_weight"] > 0:
+                    add(w["gate_stability_weight"] * stab.sum())
+                for key, value in gate_stats(gates, sources).items():
+                    metrics[f"{names.GATE_PREFIX}{module}/{key}"] = value
+        return total, metrics
 
     def initial_carry(self, batch):
         return self.model.initial_carry(batch)
@@ -89,6 +129,11 @@ class ACTLossHead(nn.Module):
                 outputs["q_continue_logits"], outputs["target_q_continue"], reduction="sum"
             )
             loss = lm_loss + 0.5 * (q_halt_loss + q_continue_loss)
+        aux = outputs.pop("aux", None) or {}
+        if aux:
+            variant_loss, outputs["variant_metrics"] = self._variant_terms(aux)
+            if variant_loss is not None:
+                loss = loss + variant_loss
 
         with torch.no_grad():
             sums = torch.stack(

@@ -26,6 +26,7 @@ from hrm_core.layers import (
     rms_norm,
     trunc_normal_,
 )
+from hrm_core.variants import InputGate, SubgoalHead
 
 Batch = dict[str, torch.Tensor]
 
@@ -43,6 +44,8 @@ class ModelDims:
 class InnerCarry:
     z_H: torch.Tensor  # (B, T, D)
     z_L: torch.Tensor  # (B, T, D)
+    # Feudal head state (src (B, D), anchor (B, G), rand (B, G), age (B,)); None without the head.
+    feudal: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -68,17 +71,34 @@ class Block(nn.Module):
 
 
 class ReasoningModule(nn.Module):
-    """H or L module: add the injection to the state, then run the blocks."""
+    """H or L module: add the injection (the other module's state, and the input for L)
+    to the state, then run the blocks. With gating, each term of the sum is gated."""
 
-    def __init__(self, cfg: ArchConfig, num_layers: int):
+    def __init__(self, cfg: ArchConfig, num_layers: int, num_sources: int):
         super().__init__()
         self.layers = nn.ModuleList(Block(cfg) for _ in range(num_layers))
+        self.gate = (
+            InputGate(cfg.hidden_size, num_sources, cfg.gate_hidden_ratio, cfg.gate_init_bias) if cfg.use_gating else None
+        )
 
-    def forward(self, z: torch.Tensor, injection: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
-        z = z + injection
+    def forward(
+        self, z: torch.Tensor, others: tuple[torch.Tensor, ...], cos_sin: CosSin | None, extra: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        gates = None
+        if self.gate is None:
+            injection = others[0]
+            for other in others[1:]:
+                injection = injection + other
+            if extra is not None:
+                injection = injection + extra
+            z = z + injection
+        else:
+            z, gates = self.gate((z, *others))  # gates: (B, T, sources, D)
+            if extra is not None:
+                z = z + extra
         for layer in self.layers:
             z = layer(z, cos_sin)
-        return z
+        return z, gates
 
 
 class PuzzleEmbedding(nn.Module):
@@ -125,13 +145,15 @@ class HRMInner(nn.Module):
         else:
             self.embed_pos = CastedEmbedding(self.seq_len, D, init_std=1 / self.embed_scale, cast_to=self.forward_dtype)
 
-        self.H_level = ReasoningModule(cfg, cfg.H_layers)
-        self.L_level = ReasoningModule(cfg, cfg.L_layers)
+        self.H_level = ReasoningModule(cfg, cfg.H_layers, num_sources=2)  # z_H, z_L
+        self.L_level = ReasoningModule(cfg, cfg.L_layers, num_sources=3)  # z_L, z_H, x
         self.H_init = nn.Buffer(trunc_normal_(torch.empty(D, dtype=self.forward_dtype), std=1), persistent=True)
         self.L_init = nn.Buffer(trunc_normal_(torch.empty(D, dtype=self.forward_dtype), std=1), persistent=True)
         with torch.no_grad():  # Q starts near "never halt" so ACT bootstraps from the max budget
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)
+        # Variants are created after the baseline, so its initialisation is unchanged.
+        self.subgoal = SubgoalHead(cfg) if cfg.subgoal_head.enabled else None
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_rows: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with the puzzle prefix, scaled by sqrt(hidden). -> (B, T, D)"""
@@ -147,43 +169,100 @@ class HRMInner(nn.Module):
 
     def empty_carry(self, batch_size: int, device: torch.device | None = None) -> InnerCarry:
         shape = (batch_size, self.seq_len, self.cfg.hidden_size)
+        feudal = None
+        if self.subgoal is not None:
+            G, D = self.cfg.goal_dim, self.cfg.hidden_size
+            feudal = {
+                "src": torch.zeros(batch_size, D, device=device),
+                "anchor": torch.zeros(batch_size, G, device=device),
+                "rand": torch.zeros(batch_size, G, device=device),
+                "age": torch.zeros(batch_size, dtype=torch.int32, device=device),
+            }
         return InnerCarry(
             z_H=torch.zeros(shape, dtype=self.forward_dtype, device=device),
             z_L=torch.zeros(shape, dtype=self.forward_dtype, device=device),
+            feudal=feudal,
         )
 
     def reset_carry(self, reset: torch.Tensor, carry: InnerCarry) -> InnerCarry:
+        feudal = None
+        if carry.feudal is not None:  # a halted row starts with a fresh goal
+            feudal = dict(carry.feudal, age=torch.where(reset, 0, carry.feudal["age"]))
         reset = reset.view(-1, 1, 1)
         return InnerCarry(
             z_H=torch.where(reset, self.H_init, carry.z_H),
             z_L=torch.where(reset, self.L_init, carry.z_L),
+            feudal=feudal,
         )
 
+    def _goal(self, carry: InnerCarry, generator: torch.Generator | None):
+        """Refresh the goal of rows whose period is up; -> (state, goal, injection, gate, refreshed)."""
+        st, head = carry.feudal, self.subgoal
+        refresh = st["age"] % head.cfg.manager_period == 0  # (B,)
+        r = refresh.unsqueeze(-1)
+        src = torch.where(r, carry.z_H.float().mean(dim=1), st["src"])
+        anchor = torch.where(r, head.state(carry.z_L), st["anchor"])
+        rand = st["rand"]
+        if head.cfg.random_goals:  # drawn only in that arm: other arms' random streams are untouched
+            fresh = torch.randn(rand.shape, generator=generator, device=rand.device)
+            rand = torch.where(r, F.normalize(fresh, dim=-1), rand)
+        goal = head.goal(src, rand)
+        injection, gate = head.injection(goal, src, self.forward_dtype)
+        state = {"src": src, "anchor": anchor, "rand": rand, "age": st["age"] + 1}
+        return state, goal, injection, gate, refresh
+
     def forward(
-        self, carry: InnerCarry, inputs: torch.Tensor, puzzle_rows: torch.Tensor | None, with_outputs: bool = True
-    ) -> tuple[InnerCarry, torch.Tensor | None, torch.Tensor]:
-        """-> (new carry, logits (B, L, V) or None, q logits (B, 2) in fp32 [halt, continue])."""
+        self,
+        carry: InnerCarry,
+        inputs: torch.Tensor,
+        puzzle_rows: torch.Tensor | None,
+        with_outputs: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> tuple[InnerCarry, torch.Tensor | None, torch.Tensor, dict]:
+        """-> (new carry, logits (B, L, V) or None, q logits (B, 2) fp32 [halt, continue], aux).
+
+        ``aux`` holds what the variants report (gates, feudal terms); empty for the baseline.
+        """
         cos_sin = self.rotary_emb() if self.cfg.pos_encodings == "rope" else None
         x = self.input_embeddings(inputs, puzzle_rows)  # (B, T, D)
+        aux: dict = {}
+        goal_term = None
+        if self.subgoal is not None:
+            feudal_state, goal, goal_term, goal_gate, refreshed = self._goal(carry, generator)
 
+        gates_L = gates_H = None
         with torch.no_grad():  # all cycles but the last L and H step: no gradient
             z_H, z_L = carry.z_H, carry.z_L
             for h in range(self.cfg.H_cycles):
                 for l_step in range(self.cfg.L_cycles):
                     if not (h == self.cfg.H_cycles - 1 and l_step == self.cfg.L_cycles - 1):
-                        z_L = self.L_level(z_L, z_H + x, cos_sin)
+                        z_L, gates_L = self.L_level(z_L, (z_H, x), cos_sin, goal_term)
                 if h != self.cfg.H_cycles - 1:
-                    z_H = self.H_level(z_H, z_L, cos_sin)
+                    z_H, gates_H = self.H_level(z_H, (z_L,), cos_sin)
         assert not z_H.requires_grad and not z_L.requires_grad
 
         # One-step gradient: only the last L and H calls are differentiated.
-        z_L = self.L_level(z_L, z_H + x, cos_sin)
-        z_H = self.H_level(z_H, z_L, cos_sin)
+        prev_L, prev_H = gates_L, gates_H
+        z_L, gates_L = self.L_level(z_L, (z_H, x), cos_sin, goal_term)
+        z_H, gates_H = self.H_level(z_H, (z_L,), cos_sin)
 
-        new_carry = InnerCarry(z_H=z_H.detach(), z_L=z_L.detach())
+        new_feudal = None
+        if self.subgoal is not None:
+            displacement = self.subgoal.state(z_L) - feudal_state["anchor"]  # (B, G), grad to the L path
+            aux["feudal"] = {
+                "worker": 1 - F.cosine_similarity(displacement, goal.detach(), dim=-1),
+                "manager": 1 - F.cosine_similarity(displacement.detach(), goal, dim=-1),
+                "refreshed": refreshed,
+                "gate": goal_gate.detach(),
+            }
+            new_feudal = {k: v.detach() for k, v in feudal_state.items()}
+        if gates_L is not None:
+            aux["gates"] = {"L": (gates_L, prev_L), "H": (gates_H, prev_H)}
+
+        new_carry = InnerCarry(z_H=z_H.detach(), z_L=z_L.detach(), feudal=new_feudal)
         logits = self.lm_head(z_H)[:, self.puzzle_emb_len :] if with_outputs else None
         q_logits = self.q_head(z_H[:, 0]).to(torch.float32)  # (B, 2)
-        return new_carry, logits, q_logits
+        return new_carry, logits, q_logits, aux
 
 
 class HRM(nn.Module):
@@ -231,8 +310,8 @@ class HRM(nn.Module):
         }
         puzzle_rows = self.inner.puzzle_emb(data["puzzle_identifiers"]) if self.cfg.puzzle_emb_ndim > 0 else None
 
-        inner_carry, logits, q = self._inner_call(inner_carry, data["inputs"], puzzle_rows)
-        outputs = {"logits": logits, "q_halt_logits": q[:, 0], "q_continue_logits": q[:, 1]}
+        inner_carry, logits, q, aux = self._inner_call(inner_carry, data["inputs"], puzzle_rows, generator=generator)
+        outputs = {"logits": logits, "q_halt_logits": q[:, 0], "q_continue_logits": q[:, 1], "aux": aux}
 
         with torch.no_grad():
             steps = steps + 1
@@ -247,18 +326,20 @@ class HRM(nn.Module):
                 halted = halted & (steps >= explore * min_steps)
                 # Q-continue target: bootstrapped from one more segment on the new carry.
                 rows = puzzle_rows.detach() if puzzle_rows is not None else None
-                _, _, next_q = self._inner_call(inner_carry, data["inputs"], rows, with_outputs=False)
+                _, _, next_q, _ = self._inner_call(inner_carry, data["inputs"], rows, with_outputs=False, generator=generator)
                 outputs["target_q_continue"] = torch.sigmoid(
                     torch.where(is_last, next_q[:, 0], torch.maximum(next_q[:, 0], next_q[:, 1]))
                 )
         return Carry(inner_carry, steps, halted, data), outputs
 
 
-def build_model(cfg: ArchConfig, dims: ModelDims, loss_type: str = "stablemax_cross_entropy") -> nn.Module:
+def build_model(
+    cfg: ArchConfig, dims: ModelDims, loss_type: str = "stablemax_cross_entropy", loss_weights: dict[str, float] | None = None
+) -> nn.Module:
     """The trainable module: the ACT loss head around the model (reference state-dict layout)."""
     from hrm_core.losses import ACTLossHead
 
-    return ACTLossHead(HRM(cfg, dims), loss_type)
+    return ACTLossHead(HRM(cfg, dims), loss_type, loss_weights)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -48,6 +48,12 @@ FEUDAL_PREFIX = "feudal/"
 DIAG_PREFIX = "diag/"
 COMPUTE_PREFIX = "compute/"
 CURRICULUM_STAGE = "curriculum/stage"
+FEUDAL_LOSS = "feudal/loss"  # worker term: 1 - cos(displacement, goal), mean over rows
+FEUDAL_MANAGER_LOSS = "feudal/manager_loss"
+FEUDAL_ALIGNMENT = "feudal/alignment"  # cos(worker displacement, goal)
+FEUDAL_GOAL_UPDATES = "feudal/goal_updates"  # share of rows that got a new goal this step
+FEUDAL_GATE_MEAN = "feudal/gate_mean"
+# gate/<module>/<source>_mean, gate/<module>/sat_low (< 0.1), gate/<module>/sat_high (> 0.9)
 RESUMED_FROM_STEP = "resumed_from_step"
 
 # The metric every run reports at each eval (the sweep default objective).

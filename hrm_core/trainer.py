@@ -96,7 +96,7 @@ class Trainer:
         # Random streams: model init, data order, ACT exploration are seeded separately.
         torch.manual_seed(stream_seed(cfg.seed, "init"))
         with torch.device(device):
-            self.model = build_model(cfg.arch, self.dims, cfg.loss.loss_type)
+            self.model = build_model(cfg.arch, self.dims, cfg.loss.loss_type, cfg.loss.model_dump(exclude={"loss_type"}))
         if cfg.init_from:
             self._load_weights(cfg.init_from)
         broadcast_module(self.model, self.ctx)
@@ -119,6 +119,7 @@ class Trainer:
         self.explore_gen = torch.Generator(device=device)
         self.explore_gen.manual_seed(stream_seed(cfg.seed, "explore", self.ctx.rank))
         self.carry = None
+        self._variant_metrics: dict[str, torch.Tensor] = {}
         self.step = 0
         self.resumed_from_step = 0
         self.retention = ckpt.Retention(run_dir, cfg.checkpoint_keep_last, cfg.checkpoint_keep_best, cfg.checkpoint_mode)
@@ -160,8 +161,9 @@ class Trainer:
         batch = self._to_device(batch)
         if self.carry is None:
             self.carry = self.model.initial_carry(batch)
-        self.carry, loss, sums, _, _ = self.model(self.carry, batch, generator=self.explore_gen)
+        self.carry, loss, sums, outputs, _ = self.model(self.carry, batch, generator=self.explore_gen)
         (loss / self.cfg.global_batch_size).backward()
+        self._variant_metrics = outputs.get("variant_metrics", {})
         all_reduce_grads(self.params, self.ctx)
 
         self.step += 1
@@ -176,6 +178,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self._lr = lr
         return all_reduce_sum(sums, self.ctx)
+
+    def _reduced_variant_metrics(self) -> dict[str, float]:
+        """Gate and feudal statistics of the last step, averaged over ranks."""
+        if not self._variant_metrics:
+            return {}
+        keys = sorted(self._variant_metrics)
+        values = torch.stack([self._variant_metrics[k].detach().double() for k in keys])
+        values = all_reduce_sum(values, self.ctx) / self.ctx.world_size
+        return dict(zip(keys, values.tolist(), strict=True))
 
     # --- evaluation ---------------------------------------------------------------------
     @torch.inference_mode()
@@ -244,8 +255,8 @@ class Trainer:
             "carry": None
             if carry is None
             else {
-                "z_H": carry.inner.z_H, "z_L": carry.inner.z_L, "steps": carry.steps,
-                "halted": carry.halted, "current_data": carry.current_data,
+                "z_H": carry.inner.z_H, "z_L": carry.inner.z_L, "feudal": carry.inner.feudal,
+                "steps": carry.steps, "halted": carry.halted, "current_data": carry.current_data,
             },
             "config": self.cfg.model_dump(),
             "rank": self.ctx.rank,
@@ -265,8 +276,9 @@ class Trainer:
             from hrm_core.model import Carry, InnerCarry
 
             dev = self.device
+            feudal = {k: v.to(dev) for k, v in c["feudal"].items()} if c.get("feudal") is not None else None
             self.carry = Carry(
-                InnerCarry(c["z_H"].to(dev), c["z_L"].to(dev)), c["steps"].to(dev), c["halted"].to(dev),
+                InnerCarry(c["z_H"].to(dev), c["z_L"].to(dev), feudal), c["steps"].to(dev), c["halted"].to(dev),
                 {k: v.to(dev) for k, v in c["current_data"].items()},
             )
         self.step = self.resumed_from_step = int(state["step"])
@@ -320,6 +332,7 @@ class Trainer:
                 metrics = normalise(metrics_dict(sums), names.TRAIN, cfg.global_batch_size)
                 samples += cfg.global_batch_size
                 metrics[names.TRAIN_LR] = self._lr
+                metrics.update(self._reduced_variant_metrics())
                 metrics[names.TRAIN_EPOCH] = self.sampler.epoch_float
                 if not math.isfinite(metrics[names.TRAIN_LM_LOSS]) or not math.isfinite(metrics[names.metric(names.TRAIN, names.Q_HALT_LOSS)]):
                     if self.ctx.is_main:

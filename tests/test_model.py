@@ -44,8 +44,8 @@ def test_gradient_reaches_only_the_last_L_and_H_calls():
     model = build_model(arch, DIMS).train()
     calls = {"L": [], "H": []}
     inner = model.model.inner
-    inner.L_level.register_forward_hook(lambda m, i, o: calls["L"].append(o.requires_grad))
-    inner.H_level.register_forward_hook(lambda m, i, o: calls["H"].append(o.requires_grad))
+    inner.L_level.register_forward_hook(lambda m, i, o: calls["L"].append(o[0].requires_grad))
+    inner.H_level.register_forward_hook(lambda m, i, o: calls["H"].append(o[0].requires_grad))
     b = batch()
     carry = model.initial_carry(b)
     new_carry, loss, *_ = model(carry, b)
