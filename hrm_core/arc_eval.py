@@ -36,6 +36,7 @@ PASS_KS = (1, 2, 10)
 PREDICTIONS_FILE = "arc_predictions.json"
 PER_INPUT_METRIC = "eval/arc_pass@2_per_input"
 FALLBACK_GRID = np.zeros((1, 1), dtype=np.uint8)
+_CHUNK = 1 << 14
 
 
 def pass_metric(k: int) -> str:
@@ -112,7 +113,8 @@ def load_layout(data_path: str | os.PathLike[str]) -> TestLayout:
                 truth_source.append(source)
             elif num_inputs[t] != n:
                 raise DatasetError(
-                    ids_path, f"task {task_id}: variant {names[pid]} has {n} test inputs, another has {num_inputs[t]}"
+                    ids_path,
+                    f"task {task_id}: variant {names[pid]} has {n} test inputs, another has {num_inputs[t]}",
                 )
             elif aug.is_identity and not puzzle_augs[truth_source[t][1]].is_identity:
                 truth_source[t] = source  # prefer the untransformed labels
@@ -141,7 +143,9 @@ def _grid_key(grid: np.ndarray) -> tuple[int, int, bytes]:
     return (grid.shape[0], grid.shape[1], np.ascontiguousarray(grid, dtype=np.uint8).tobytes())
 
 
-def rank_candidates(layout: TestLayout, predictions: np.ndarray, q_halt: np.ndarray) -> list[list[list[np.ndarray]]]:
+def rank_candidates(
+    layout: TestLayout, predictions: np.ndarray, q_halt: np.ndarray
+) -> list[list[list[np.ndarray]]]:
     """Per task, per test input: candidate grids (original colours and orientation), best first."""
     if predictions.shape[0] != layout.num_examples or q_halt.shape[0] != layout.num_examples:
         raise ValueError(
@@ -149,7 +153,11 @@ def rank_candidates(layout: TestLayout, predictions: np.ndarray, q_halt: np.ndar
             f"got {predictions.shape[0]} predictions and {q_halt.shape[0]} q_halt values"
         )
     preds = np.asarray(predictions).reshape(-1, arc.GRID_SIZE, arc.GRID_SIZE)
-    sizes = arc.crop_sizes(preds)
+    # In chunks: the full ARC-AGI-1 x1000 test split has ~420k predictions.
+    sizes = np.concatenate(
+        [arc.crop_sizes(preds[i : i + _CHUNK]) for i in range(0, len(preds), _CHUNK)]
+        or [np.zeros((0, 2), np.int64)]
+    )
     conf = _sigmoid(q_halt)
     # votes[task][input]: key -> [count, sum of confidence, first example, grid]
     votes: list[list[dict]] = [[{} for _ in truths] for truths in layout.truths]

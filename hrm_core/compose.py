@@ -44,6 +44,16 @@ def _one_line(err: Exception, overrides: Sequence[str]) -> str:
     return f"invalid overrides {list(overrides)}: {first[:300]}"
 
 
+def _schema_keys_added(overrides: Sequence[str]) -> list[str]:
+    """A key the schema knows but a YAML file leaves out is added (``++key=value``), so
+    every documented key can be overridden whatever config file is selected."""
+    out = []
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        out.append(f"++{o}" if "=" in o and key in VALID_KEYS and not key.startswith(("+", "~")) and "." in key else o)
+    return out
+
+
 def compose_raw(overrides: Sequence[str], config_name: str = "pretrain") -> dict[str, Any]:
     """Hydra-compose ``configs/<config_name>.yaml`` with overrides, resolved, as a dict."""
     from hydra import compose, initialize_config_dir
@@ -53,7 +63,7 @@ def compose_raw(overrides: Sequence[str], config_name: str = "pretrain") -> dict
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=config_dir(), version_base=None):
-            cfg = compose(config_name=config_name, overrides=list(overrides))
+            cfg = compose(config_name=config_name, overrides=_schema_keys_added(overrides))
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except Exception as err:  # noqa: BLE001 - Hydra/OmegaConf raise many types; all are bad input
         raise ConfigError(_one_line(err, overrides)) from None

@@ -97,6 +97,45 @@ class DataConfig(_Strict):
     build: DataBuildConfig | None = None
 
 
+class CurriculumStage(_Strict):
+    """One stage: a budget in optimizer steps and what changes (unset = the run's value)."""
+
+    steps: int = Field(gt=0)
+    name: str | None = None
+    halt_max_steps: int | None = Field(None, ge=1)
+    H_cycles: int | None = Field(None, ge=1)
+    L_cycles: int | None = Field(None, ge=1)
+    data: str | None = None  # a data config name (configs/data/<name>.yaml)
+    data_path: str | None = None
+
+    @property
+    def arch_overrides(self) -> dict[str, int]:
+        keys = ("halt_max_steps", "H_cycles", "L_cycles")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+class CurriculumConfig(_Strict):
+    name: str = "custom"
+    stages: list[CurriculumStage] | None = None  # None: no curriculum
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> CurriculumConfig:
+        if self.stages is not None and not self.stages:
+            raise ValueError("curriculum.stages is empty: give at least one stage (or curriculum.stages=null for none)")
+        for i, stage in enumerate(self.stages or []):
+            if stage.data and stage.data_path:
+                raise ValueError(f"curriculum.stages[{i}]: give data or data_path, not both")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.stages)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages or [])
+
+
 class TrackingConfig(_Strict):
     mlflow: bool = False
     experiment: str | None = None  # default: hrm/<project_name>
@@ -107,6 +146,7 @@ class TrainConfig(_Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
 
     data_path: str | None = None
     global_batch_size: int = Field(768, gt=0)

@@ -33,6 +33,34 @@ def _build_maze(output_dir: str, **args) -> str:
 BUILDERS: dict[str, Callable[..., str]] = {"sudoku": _build_sudoku, "arc": _build_arc, "maze": _build_maze}
 
 
+def data_config(name: str):
+    """A data config from configs/data/<name>.yaml (for curriculum stages)."""
+    import yaml
+
+    from hrm_core.config import DataConfig
+
+    path = os.path.join(project_root(), "configs", "data", f"{name}.yaml")
+    if not os.path.exists(path):
+        options = sorted(f[:-5] for f in os.listdir(os.path.dirname(path)) if f.endswith(".yaml"))
+        raise UserError(f"unknown data config '{name}' in a curriculum stage; choose one of: {', '.join(options)}")
+    with open(path) as f:
+        return DataConfig.model_validate(yaml.safe_load(f))
+
+
+def stage_data_paths(cfg: TrainConfig, default_path: str, log: Callable[[str], None] = print) -> list[str]:
+    """The dataset of each curriculum stage (built when missing); the run's own by default."""
+    paths = []
+    for stage in cfg.curriculum.stages or []:
+        if stage.data_path:
+            paths.append(resolve_data_path(cfg.model_copy(update={"data_path": stage.data_path}), log=log))
+        elif stage.data:
+            stage_cfg = cfg.model_copy(update={"data_path": None, "data": data_config(stage.data)})
+            paths.append(resolve_data_path(stage_cfg, log=log))
+        else:
+            paths.append(default_path)
+    return paths
+
+
 def project_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

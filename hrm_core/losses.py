@@ -58,8 +58,10 @@ METRIC_KEYS = (
 class ACTLossHead(nn.Module):
     """Wraps the ACT model; returns (carry, loss, metric sums, outputs, all halted).
 
-    Variant terms (feudal, gate regularisers) are added with their weights; their
-    per-step statistics are in ``outputs["variant_metrics"]`` (means, 0-d tensors).
+    Gate regularisers are added to the loss; the feudal terms are returned in
+    ``outputs["side_losses"]`` as (term, params) pairs, each to be applied to its own
+    parameters only (``backward_all``); per-step statistics are in
+    ``outputs["variant_metrics"]`` (means, 0-d tensors).
     """
 
     def __init__(self, model: nn.Module, loss_type: str, weights: dict[str, float] | None = None):
@@ -72,9 +74,14 @@ class ACTLossHead(nn.Module):
             "gate_saturation_weight": 0.0, "gate_stability_weight": 0.0, **(weights or {}),
         }
 
-    def _variant_terms(self, aux: dict) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """Weighted variant losses (summed over rows, like lm_loss) and their metrics."""
-        w, total, metrics = self.weights, None, {}
+    def _variant_terms(self, aux: dict) -> tuple[torch.Tensor | None, list, dict[str, torch.Tensor]]:
+        """Variant losses (summed over rows, like lm_loss) and their metrics.
+
+        -> (term added to the loss, [(term, params)] applied to those params only, metrics).
+        The feudal terms are restricted: the worker term trains the L module's blocks (not
+        the manager, not any gate), the manager term only the manager.
+        """
+        w, total, side, metrics = self.weights, None, [], {}
 
         def add(term):
             nonlocal total
@@ -82,10 +89,11 @@ class ACTLossHead(nn.Module):
 
         if "feudal" in aux:
             f = aux["feudal"]
+            inner = self.model.inner
             if w["feudal_loss_weight"] > 0:
-                add(w["feudal_loss_weight"] * f["worker"].sum())
-            if w["feudal_manager_weight"] > 0:
-                add(w["feudal_manager_weight"] * f["manager"].sum())
+                side.append((w["feudal_loss_weight"] * f["worker"].sum(), [p for p in inner.L_level.layers.parameters()]))
+            if w["feudal_manager_weight"] > 0 and not inner.subgoal.cfg.random_goals:
+                side.append((w["feudal_manager_weight"] * f["manager"].sum(), list(inner.subgoal.manager.parameters())))
             metrics[names.FEUDAL_LOSS] = f["worker"].detach().mean()
             metrics[names.FEUDAL_MANAGER_LOSS] = f["manager"].detach().mean()
             metrics[names.FEUDAL_ALIGNMENT] = 1 - f["worker"].detach().mean()
@@ -101,7 +109,7 @@ class ACTLossHead(nn.Module):
                     add(w["gate_stability_weight"] * stab.sum())
                 for key, value in gate_stats(gates, sources).items():
                     metrics[f"{names.GATE_PREFIX}{module}/{key}"] = value
-        return total, metrics
+        return total, side, metrics
 
     def initial_carry(self, batch):
         return self.model.initial_carry(batch)
@@ -131,7 +139,7 @@ class ACTLossHead(nn.Module):
             loss = lm_loss + 0.5 * (q_halt_loss + q_continue_loss)
         aux = outputs.pop("aux", None) or {}
         if aux:
-            variant_loss, outputs["variant_metrics"] = self._variant_terms(aux)
+            variant_loss, outputs["side_losses"], outputs["variant_metrics"] = self._variant_terms(aux)
             if variant_loss is not None:
                 loss = loss + variant_loss
 
@@ -167,3 +175,13 @@ def normalise(sums: dict[str, float], split: str, global_batch_size: int) -> dic
         is_train_loss = split == names.TRAIN and k in names.LOSS_METRICS
         out[names.metric(split, k)] = v / (global_batch_size if is_train_loss else count)
     return out
+
+
+def backward_all(loss: torch.Tensor, side_losses: list, scale: float) -> None:
+    """Backward of ``loss * scale``, then of each side term into its own parameters only."""
+    (loss * scale).backward(retain_graph=bool(side_losses))
+    for i, (term, params) in enumerate(side_losses):
+        grads = torch.autograd.grad(term * scale, params, allow_unused=True, retain_graph=i < len(side_losses) - 1)
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g

@@ -77,9 +77,8 @@ class ReasoningModule(nn.Module):
     def __init__(self, cfg: ArchConfig, num_layers: int, num_sources: int):
         super().__init__()
         self.layers = nn.ModuleList(Block(cfg) for _ in range(num_layers))
-        self.gate = (
-            InputGate(cfg.hidden_size, num_sources, cfg.gate_hidden_ratio, cfg.gate_init_bias) if cfg.use_gating else None
-        )
+        self.num_sources = num_sources
+        self.gate: InputGate | None = None  # attached by the model after the baseline is initialised
 
     def forward(
         self, z: torch.Tensor, others: tuple[torch.Tensor, ...], cos_sin: CosSin | None, extra: torch.Tensor | None = None
@@ -153,6 +152,9 @@ class HRMInner(nn.Module):
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)
         # Variants are created after the baseline, so its initialisation is unchanged.
+        if cfg.use_gating:
+            for module in (self.H_level, self.L_level):
+                module.gate = InputGate(D, module.num_sources, cfg.gate_hidden_ratio, cfg.gate_init_bias)
         self.subgoal = SubgoalHead(cfg) if cfg.subgoal_head.enabled else None
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_rows: torch.Tensor | None) -> torch.Tensor:

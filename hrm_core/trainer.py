@@ -3,6 +3,7 @@ nothing of Ray or MLflow; the CLI and the Ray trainable both drive this ``Traine
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -15,13 +16,14 @@ from hrm_core import checkpoint as ckpt
 from hrm_core import names
 from hrm_core.callbacks import Callback, CallbackList, RunInfo
 from hrm_core.config import TrainConfig, config_hash
-from hrm_core.data.format import PuzzleSplit, open_split
+from hrm_core.data.format import PuzzleSplit, load_metadata, open_split
 from hrm_core.data.sampler import TrainSampler, eval_batches, total_train_steps
+from hrm_core.datasets import stage_data_paths
 from hrm_core.distributed import DistContext, all_reduce_grads, all_reduce_sum, broadcast_module
 from hrm_core.errors import UserError
 from hrm_core.evaluators import evaluator_for
 from hrm_core.hardware import describe
-from hrm_core.losses import METRIC_KEYS, metrics_dict, normalise
+from hrm_core.losses import METRIC_KEYS, backward_all, metrics_dict, normalise
 from hrm_core.model import ModelDims, build_model, count_parameters
 from hrm_core.optim import SparseSignSGD, cosine_schedule, make_adam_atan2
 
@@ -37,6 +39,7 @@ class Schedule:
     total_steps: int
     eval_steps: frozenset[int]  # always includes total_steps
     checkpoint_every: int | None
+    stage_ends: tuple[int, ...] = ()  # last step of each curriculum stage
 
     def is_eval_step(self, step: int) -> bool:
         return step in self.eval_steps
@@ -79,18 +82,14 @@ class Trainer:
             )
         self.local_batch_size = cfg.global_batch_size // self.ctx.world_size
 
-        self.train_split: PuzzleSplit = open_split(data_path, "train")
-        self.eval_split: PuzzleSplit | None = (
-            open_split(data_path, "test") if os.path.isdir(os.path.join(data_path, "test")) else None
-        )
+        # Curriculum stages (one implicit stage without a curriculum), checked up front.
+        self.stages = list(cfg.curriculum.stages or [None])
+        self.stage_paths = stage_data_paths(cfg, data_path, log=self.log) if cfg.curriculum.enabled else [data_path]
+        self.stage_index = -1
+        self._open_stage_data(0)
         meta = self.train_split.metadata
-        if self.eval_split is not None:
-            em = self.eval_split.metadata
-            if (em.seq_len, em.vocab_size) != (meta.seq_len, meta.vocab_size):
-                raise UserError(f"{data_path}: test split has seq_len/vocab {em.seq_len}/{em.vocab_size}, train has {meta.seq_len}/{meta.vocab_size}")
         self.dims = ModelDims(meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers)
-        self.data_path = data_path
-        self.evaluator = evaluator_for(data_path) if self.eval_split is not None else None
+        self._check_stage_data()
         self.schedule = self._make_schedule()
 
         # Random streams: model init, data order, ACT exploration are seeded separately.
@@ -113,9 +112,8 @@ class Trainer:
             if cfg.arch.puzzle_emb_ndim > 0
             else None
         )
-        self.sampler = TrainSampler(
-            self.train_split, cfg.global_batch_size, self.ctx.rank, self.ctx.world_size, seed=cfg.effective_data_seed
-        )
+        self.base_arch = cfg.arch
+        self._enter_stage(0)
         self.explore_gen = torch.Generator(device=device)
         self.explore_gen.manual_seed(stream_seed(cfg.seed, "explore", self.ctx.rank))
         self.carry = None
@@ -126,10 +124,60 @@ class Trainer:
         if cfg.resume_from:
             self._restore(ckpt.load(cfg.resume_from))
 
+    # --- data and curriculum stages -------------------------------------------------
+    def _open_stage_data(self, index: int) -> None:
+        path = self.stage_paths[index]
+        self.data_path = path
+        self.train_split: PuzzleSplit = open_split(path, "train")
+        self.eval_split: PuzzleSplit | None = open_split(path, "test") if os.path.isdir(os.path.join(path, "test")) else None
+        meta = self.train_split.metadata
+        if self.eval_split is not None:
+            em = self.eval_split.metadata
+            if (em.seq_len, em.vocab_size) != (meta.seq_len, meta.vocab_size):
+                raise UserError(f"{path}: test split has seq_len/vocab {em.seq_len}/{em.vocab_size}, train has {meta.seq_len}/{meta.vocab_size}")
+        self.evaluator = evaluator_for(path) if self.eval_split is not None else None
+
+    def _check_stage_data(self) -> None:
+        """Stage datasets must fit one model: same vocab, seq_len and puzzle identifiers."""
+        first = (self.dims.vocab_size, self.dims.seq_len, self.dims.num_puzzle_identifiers)
+        for i, path in enumerate(self.stage_paths[1:], start=1):
+            m = load_metadata(path, "train")
+            if (m.vocab_size, m.seq_len, m.num_puzzle_identifiers) != first:
+                raise UserError(
+                    f"curriculum.stages[{i}] dataset {path} has vocab/seq_len/puzzle ids "
+                    f"{m.vocab_size}/{m.seq_len}/{m.num_puzzle_identifiers}, stage 0 has {'/'.join(map(str, first))}"
+                )
+
+    def stage_at(self, step: int) -> int:
+        """The stage that runs optimizer step ``step`` (1-based)."""
+        for i, end in enumerate(self.schedule.stage_ends):
+            if step <= end:
+                return i
+        return len(self.schedule.stage_ends) - 1
+
+    def _enter_stage(self, index: int) -> None:
+        """Switch arch overrides and data; weights and optimizer state carry over."""
+        if index == self.stage_index:
+            return
+        stage = self.stages[index]
+        if self.stage_index >= 0:  # stage 0's data was opened by the constructor
+            self._open_stage_data(index)
+        arch = self.base_arch.model_copy(update=stage.arch_overrides) if stage is not None else self.base_arch
+        self.hrm.cfg = self.hrm.inner.cfg = arch
+        self.sampler = TrainSampler(
+            self.train_split, self.cfg.global_batch_size, self.ctx.rank, self.ctx.world_size, seed=self.cfg.effective_data_seed
+        )
+        self.carry = None  # new data and budget: every row starts afresh
+        if self.stage_index >= 0:
+            self.log(f"curriculum stage {index} ({stage.name or index}) from step {self.step + 1}: {stage.arch_overrides} data={self.data_path}")
+        self.stage_index = index
+
     # --- schedule -------------------------------------------------------------------
     def _make_schedule(self) -> Schedule:
         cfg, meta = self.cfg, self.train_split.metadata
         epoch_steps = total_train_steps(meta, cfg.epochs, cfg.global_batch_size)
+        if cfg.curriculum.enabled:  # the stages' budgets replace epochs
+            epoch_steps = cfg.curriculum.total_steps
         total = min(epoch_steps, cfg.max_steps) if cfg.max_steps else epoch_steps
         if total < 1:
             raise UserError(
@@ -142,8 +190,13 @@ class Trainer:
             evals = {max(1, round(epoch_steps * k / n)) for k in range(1, n + 1)}
         else:
             evals = set()
+        stage_ends = [total]
+        if cfg.curriculum.enabled:
+            ends = list(itertools.accumulate(s.steps for s in cfg.curriculum.stages))
+            stage_ends = [min(e, total) for e in ends]
+            evals |= set(stage_ends)  # every stage ends with an evaluation
         evals = {s for s in evals if s <= total} | {total}
-        return Schedule(total, frozenset(evals), cfg.checkpoint_every_steps)
+        return Schedule(total, frozenset(evals), cfg.checkpoint_every_steps, tuple(stage_ends))
 
     def lr_at(self, step: int, base_lr: float) -> float:
         cfg = self.cfg
@@ -162,7 +215,7 @@ class Trainer:
         if self.carry is None:
             self.carry = self.model.initial_carry(batch)
         self.carry, loss, sums, outputs, _ = self.model(self.carry, batch, generator=self.explore_gen)
-        (loss / self.cfg.global_batch_size).backward()
+        backward_all(loss, outputs.get("side_losses", []), 1 / self.cfg.global_batch_size)
         self._variant_metrics = outputs.get("variant_metrics", {})
         all_reduce_grads(self.params, self.ctx)
 
@@ -204,7 +257,7 @@ class Trainer:
         ):
             batch = self._to_device(batch)
             carry = self.model.initial_carry(batch)
-            for _ in range(self.cfg.arch.halt_max_steps):  # eval runs every segment
+            for _ in range(self.hrm.cfg.halt_max_steps):  # eval runs every segment
                 carry, _, sums, outputs, all_halted = self.model(carry, batch)
             assert bool(all_halted), "eval rows must all halt at halt_max_steps"
             totals[sets.index(set_name)] += sums
@@ -260,6 +313,7 @@ class Trainer:
             },
             "config": self.cfg.model_dump(),
             "rank": self.ctx.rank,
+            "stage": self.stage_index,
         }
 
     def _restore(self, state: dict) -> None:
@@ -269,8 +323,16 @@ class Trainer:
             raise UserError(f"{state['path']} holds weights only; use init_from to warm-start from it")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.sampler.load_state_dict(state["sampler"])
         self.explore_gen.set_state(state["explore_rng"])
+        self.step = self.resumed_from_step = int(state["step"])
+        saved_stage = state.get("stage", 0)
+        self._enter_stage(saved_stage)
+        next_stage = self.stage_at(self.step + 1)
+        if next_stage != saved_stage:  # saved at a stage's end: the next stage starts afresh
+            self._enter_stage(next_stage)
+            self.log(f"resumed_from_step={self.step} ({state['path']})")
+            return
+        self.sampler.load_state_dict(state["sampler"])
         c = state["carry"]
         if c is not None:
             from hrm_core.model import Carry, InnerCarry
@@ -281,7 +343,6 @@ class Trainer:
                 InnerCarry(c["z_H"].to(dev), c["z_L"].to(dev), feudal), c["steps"].to(dev), c["halted"].to(dev),
                 {k: v.to(dev) for k, v in c["current_data"].items()},
             )
-        self.step = self.resumed_from_step = int(state["step"])
         self.log(f"resumed_from_step={self.step} ({state['path']})")
 
     def _load_weights(self, path: str) -> None:
@@ -328,11 +389,14 @@ class Trainer:
         try:
             t0, samples = time.perf_counter(), 0
             while self.step < sched.total_steps:
+                self._enter_stage(self.stage_at(self.step + 1))
                 sums = self.train_step(self.sampler.next_batch())
                 metrics = normalise(metrics_dict(sums), names.TRAIN, cfg.global_batch_size)
                 samples += cfg.global_batch_size
                 metrics[names.TRAIN_LR] = self._lr
                 metrics.update(self._reduced_variant_metrics())
+                if cfg.curriculum.enabled:
+                    metrics[names.CURRICULUM_STAGE] = float(self.stage_index)
                 metrics[names.TRAIN_EPOCH] = self.sampler.epoch_float
                 if not math.isfinite(metrics[names.TRAIN_LM_LOSS]) or not math.isfinite(metrics[names.metric(names.TRAIN, names.Q_HALT_LOSS)]):
                     if self.ctx.is_main:
@@ -345,6 +409,8 @@ class Trainer:
                 eval_metrics = None
                 if sched.is_eval_step(self.step):
                     eval_metrics = last_eval = self.evaluate()
+                    if cfg.curriculum.enabled and eval_metrics:
+                        eval_metrics[names.CURRICULUM_STAGE] = float(self.stage_index)
                     if self.ctx.is_main and eval_metrics:
                         self.callbacks.on_eval(self.step, eval_metrics)
                 if self._should_checkpoint(eval_metrics):

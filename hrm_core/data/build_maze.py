@@ -1,0 +1,370 @@
+"""Build a maze dataset (shortest-path labelling) in the reference HRM on-disk format.
+
+Two sources:
+
+* generated (default): seeded N x N mazes (30 x 30 by default) with a start, a goal and
+  their unique shortest path; ``--min-path-len`` is the difficulty knob (steps from S to G;
+  the reference's Maze-Hard uses paths longer than 110 on 30 x 30);
+* CSV import of the reference's maze files (columns ``source,question,answer,rating``,
+  question/answer N*N-character strings in the charset ``"# SGo"``).
+
+Every maze is its own puzzle and group (one example), or, with ``--aug``, a group of its 8
+dihedral transforms (train only), as in the reference builder. Tokens: ``# SGo`` -> 1..5,
+PAD 0, ``vocab_size`` 6, labels cover every cell.
+
+    python -m hrm_core.data.build_maze --output-dir data/maze-30x30-hard-1k \\
+        --size 30 --subsample-size 1000 --test-size 1000 --min-path-len 110
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hrm_core.data import maze
+from hrm_core.data.arc import dihedral
+from hrm_core.data.build_sudoku import BuildError, _csv_rows, _looks_like_dataset, _subsample
+from hrm_core.data.format import (
+    DatasetError,
+    PuzzleDatasetMetadata,
+    dataset_fingerprint,
+    write_identifiers,
+    write_split,
+)
+
+BUILDER = "hrm_core.data.build_maze"
+_STREAM_TRAIN, _STREAM_TEST = 1, 2
+
+
+@contextmanager
+def staged_output(output_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temp dir beside ``output_dir``; on success swap it in, replacing an old dataset.
+
+    Readers never see a half-written dataset, and a failed build leaves the old one intact.
+    Refuses to replace a directory that does not look like a dataset (user data).
+    """
+    out = Path(output_dir)
+    if out.exists() and not _looks_like_dataset(out):
+        raise BuildError(f"{out} exists and is not a dataset directory; refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class MazeBuildParams:
+    """Everything that determines the dataset (the recipe stored in build_info.json)."""
+
+    output_dir: str
+    size: int = 30
+    subsample_size: int = 1000
+    test_size: int | None = None
+    min_path_len: int = 0
+    open_fraction: float = 0.05
+    aug: bool = False
+    seed: int = 0
+    source_csv: str | None = None
+    source_csv_test: str | None = None
+
+    def validate(self) -> None:
+        """Raise ValueError (one line, naming the option) for an impossible recipe."""
+        if not 2 <= self.size <= 64:
+            raise ValueError(f"--size must be in [2, 64], got {self.size}")
+        if self.subsample_size < 1:
+            raise ValueError(f"--subsample-size must be >= 1, got {self.subsample_size}")
+        if self.test_size is not None and self.test_size < 0:
+            raise ValueError(f"--test-size must be >= 0, got {self.test_size}")
+        if self.min_path_len < 0:
+            raise ValueError(f"--min-path-len must be >= 0, got {self.min_path_len}")
+        if not 0.0 <= self.open_fraction < 1.0:
+            raise ValueError(f"--open-fraction must be in [0, 1), got {self.open_fraction}")
+        if (self.source_csv is None) != (self.source_csv_test is None):
+            raise ValueError("--source-csv and --source-csv-test must be given together")
+
+    def resolved_test_size(self) -> int | None:
+        """Test mazes to make (None = every eligible row of the test CSV)."""
+        if self.test_size is not None:
+            return self.test_size
+        return None if self.source_csv is not None else 1000
+
+    def to_argv(self) -> list[str]:
+        """Fully explicit CLI arguments reproducing this build."""
+        argv = [
+            "--output-dir", str(self.output_dir),
+            "--size", str(self.size),
+            "--subsample-size", str(self.subsample_size),
+            "--min-path-len", str(self.min_path_len),
+            "--open-fraction", repr(self.open_fraction),
+            "--seed", str(self.seed),
+        ]  # fmt: skip
+        if self.test_size is not None:
+            argv += ["--test-size", str(self.test_size)]
+        if self.aug:
+            argv.append("--aug")
+        if self.source_csv is not None:
+            argv += ["--source-csv", str(self.source_csv), "--source-csv-test", str(self.source_csv_test)]
+        return argv
+
+
+# ----- sources ---------------------------------------------------------------------------------
+def _generate(
+    params: MazeBuildParams, count: int, rng: np.random.Generator, seen: set[bytes]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` distinct generated mazes, none of them in ``seen`` (which is updated)."""
+    n = params.size
+    questions = np.empty((count, n, n), dtype=np.uint8)
+    answers = np.empty((count, n, n), dtype=np.uint8)
+    made = attempts = 0
+    while made < count:
+        attempts += 1
+        if attempts > 10 * count + 100:
+            raise BuildError(f"only {made} of {count} distinct {n}x{n} mazes after {attempts} attempts")
+        try:
+            q, a = maze.generate_maze(n, rng, params.min_path_len, params.open_fraction)
+        except maze.GenerationError as e:
+            raise BuildError(str(e)) from None
+        key = q.tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        questions[made], answers[made] = q, a
+        made += 1
+    return questions, answers
+
+
+def _read_csv(
+    path: str, size: int | None, min_path_len: int, keep: int | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a reference maze CSV whose path has >= min_path_len steps; a seeded subset of ``keep``."""
+    questions: list[np.ndarray] = []
+    answers: list[np.ndarray] = []
+    for line_no, row in _csv_rows(path):
+        try:
+            q, a = maze.from_string(row[1].strip("\r\n")), maze.from_string(row[2].strip("\r\n"))
+        except ValueError as e:
+            raise BuildError(f"{path}:{line_no}: {e}") from None
+        if q.shape != a.shape:
+            raise BuildError(
+                f"{path}:{line_no}: question is {q.shape[0]}x{q.shape[0]}, answer {a.shape[0]}x{a.shape[0]}"
+            )
+        if size is None:
+            size = q.shape[0]
+        elif q.shape[0] != size:
+            raise BuildError(f"{path}:{line_no}: maze is {q.shape[0]}x{q.shape[0]}, expected {size}x{size}")
+        path_cells = a == maze.PATH
+        if ((q != a) & ~(path_cells & (q == maze.OPEN))).any():
+            raise BuildError(
+                f"{path}:{line_no}: answer differs from the question outside open cells marked 'o'"
+            )
+        if maze.path_length(a) >= min_path_len:
+            questions.append(q)
+            answers.append(a)
+    if size is None:
+        raise BuildError(f"{path}: no mazes")
+    chosen = _subsample(len(questions), keep, rng)
+    empty = np.zeros((0, size, size), dtype=np.uint8)
+    if not len(chosen):
+        return empty, empty.copy()
+    return np.stack([questions[i] for i in chosen]), np.stack([answers[i] for i in chosen])
+
+
+# ----- assembly --------------------------------------------------------------------------------
+def _assemble(questions: np.ndarray, answers: np.ndarray, aug: bool) -> dict[str, np.ndarray]:
+    """One group per maze; with ``aug`` its 8 dihedral transforms are the group's puzzles."""
+    per = 8 if aug else 1
+    n, size = questions.shape[0], questions.shape[1]
+    inputs = np.empty((n * per, size * size), dtype=np.uint8)
+    labels = np.empty_like(inputs)
+    for i in range(n):
+        for t in range(per):
+            inputs[i * per + t] = dihedral(questions[i], t).reshape(-1)
+            labels[i * per + t] = dihedral(answers[i], t).reshape(-1)
+    return {
+        "inputs": inputs,
+        "labels": labels,
+        "puzzle_identifiers": np.zeros(n * per, dtype=np.int32),
+        "puzzle_indices": np.arange(n * per + 1, dtype=np.int32),
+        "group_indices": np.arange(0, n * per + 1, per, dtype=np.int32),
+    }
+
+
+def _metadata(seq_len: int, arrays: dict[str, np.ndarray]) -> PuzzleDatasetMetadata:
+    return PuzzleDatasetMetadata(
+        pad_id=maze.PAD,
+        ignore_label_id=maze.PAD,
+        blank_identifier_id=0,
+        vocab_size=maze.VOCAB_SIZE,
+        seq_len=seq_len,
+        num_puzzle_identifiers=1,
+        total_groups=len(arrays["group_indices"]) - 1,
+        mean_puzzle_examples=1.0,
+        sets=["all"],
+    )
+
+
+def _collect(params: MazeBuildParams) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """Train arrays, test arrays and seq_len for the recipe."""
+    rng_train = np.random.default_rng([params.seed, _STREAM_TRAIN])
+    rng_test = np.random.default_rng([params.seed, _STREAM_TEST])
+    test_size = params.resolved_test_size()
+    if params.source_csv is not None:
+        train_q, train_a = _read_csv(
+            params.source_csv, None, params.min_path_len, params.subsample_size, rng_train
+        )
+        if not len(train_q):
+            raise BuildError(f"{params.source_csv}: no mazes with a path of >= {params.min_path_len} steps")
+        size = train_q.shape[1]
+        test_q, test_a = _read_csv(params.source_csv_test, size, params.min_path_len, test_size, rng_test)
+    else:
+        size = params.size
+        seen: set[bytes] = set()
+        train_q, train_a = _generate(params, params.subsample_size, rng_train, seen)
+        if params.aug:  # augmented train mazes must not reappear in test either
+            seen.update(np.ascontiguousarray(dihedral(q, t)).tobytes() for q in train_q for t in range(8))
+        assert test_size is not None
+        test_q, test_a = _generate(params, test_size, rng_test, seen)
+    return _assemble(train_q, train_a, params.aug), _assemble(test_q, test_a, False), size * size
+
+
+def _build(params: MazeBuildParams, cli_argv: list[str] | None) -> dict:
+    params.validate()
+    train, test, seq_len = _collect(params)
+    with staged_output(params.output_dir) as tmp:
+        write_split(tmp, "train", _metadata(seq_len, train), {"all": train})
+        write_split(tmp, "test", _metadata(seq_len, test), {"all": test})
+        write_identifiers(tmp, ["<blank>"])
+        info = {
+            "builder": BUILDER,
+            "argv": params.to_argv(),
+            "cli_argv": cli_argv,
+            "seed": params.seed,
+            "params": asdict(params),
+            "fingerprint": dataset_fingerprint(tmp),
+            "counts": {
+                "train_groups": len(train["group_indices"]) - 1,
+                "train_examples": len(train["inputs"]),
+                "test_examples": len(test["inputs"]),
+                "grid_size": int(round(seq_len**0.5)),
+            },
+        }
+        (tmp / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def build_maze_dataset(
+    output_dir: str | os.PathLike[str],
+    *,
+    size: int = 30,
+    subsample_size: int = 1000,
+    test_size: int | None = None,
+    min_path_len: int = 0,
+    open_fraction: float = 0.05,
+    aug: bool = False,
+    seed: int = 0,
+    source_csv: str | None = None,
+    source_csv_test: str | None = None,
+) -> str:
+    """Build (or rebuild, replacing) a maze dataset at ``output_dir``; returns its path.
+
+    Raises ValueError for an invalid recipe and BuildError when it cannot be fulfilled.
+    """
+    params = MazeBuildParams(
+        output_dir=str(output_dir),
+        size=size,
+        subsample_size=subsample_size,
+        test_size=test_size,
+        min_path_len=min_path_len,
+        open_fraction=float(open_fraction),
+        aug=aug,
+        seed=seed,
+        source_csv=None if source_csv is None else str(source_csv),
+        source_csv_test=None if source_csv_test is None else str(source_csv_test),
+    )
+    _build(params, cli_argv=None)
+    return str(output_dir)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python -m {BUILDER}",
+        usage="%(prog)s --output-dir DIR [options]",
+        description="Build a maze (shortest path) dataset in the HRM puzzle format.",
+    )
+    p.add_argument("--output-dir", required=True, help="dataset directory to (re)create")
+    p.add_argument("--size", type=int, default=30, help="maze side N (generated mode; default 30)")
+    p.add_argument("--subsample-size", type=int, default=1000, help="train mazes")
+    p.add_argument(
+        "--test-size", type=int, default=None, help="test mazes (default 1000; all rows with CSVs)"
+    )
+    p.add_argument(
+        "--min-path-len", type=int, default=0, help="keep mazes whose S->G path has >= this many steps"
+    )
+    p.add_argument(
+        "--open-fraction", type=float, default=0.05, help="share of walls knocked out to make loops"
+    )
+    p.add_argument("--aug", action="store_true", help="add the 8 dihedral transforms of each train maze")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--source-csv", default=None, help="reference maze train CSV (source,question,answer,rating)"
+    )
+    p.add_argument("--source-csv-test", default=None, help="matching test CSV")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: one-line errors, one-line summary."""
+    parser = _parser()
+    raw = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(raw)
+    params = MazeBuildParams(
+        output_dir=args.output_dir,
+        size=args.size,
+        subsample_size=args.subsample_size,
+        test_size=args.test_size,
+        min_path_len=args.min_path_len,
+        open_fraction=args.open_fraction,
+        aug=args.aug,
+        seed=args.seed,
+        source_csv=args.source_csv,
+        source_csv_test=args.source_csv_test,
+    )
+    try:
+        params.validate()
+    except ValueError as e:
+        parser.error(str(e))
+    start = time.perf_counter()
+    try:
+        info = _build(params, cli_argv=raw)
+    except (BuildError, DatasetError, OSError) as e:
+        print(f"build_maze: error: {e}", file=sys.stderr)
+        return 1
+    c = info["counts"]
+    print(
+        f"built maze {c['grid_size']}x{c['grid_size']}: train {c['train_groups']} mazes -> {c['train_examples']} "
+        f"examples, test {c['test_examples']} examples -> {params.output_dir} in {time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
