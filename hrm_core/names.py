@@ -71,6 +71,20 @@ TAG_CONFIG_HASH = "hrm.config_hash"
 TAG_DATASET_FINGERPRINT = "hrm.dataset_fingerprint"
 TAG_OUTCOME = "hrm.outcome"
 TAG_RUN_KIND = "hrm.run_kind"  # "sweep" (parent), "trial" (child), "standalone"
+RUN_KIND_SWEEP = "sweep"
+RUN_KIND_TRIAL = "trial"
+RUN_KIND_STANDALONE = "standalone"
+# Parent-run tags.
+TAG_SWEEP_KIND = "hrm.sweep_kind"  # "search" | "ablation"
+TAG_SWEEP_HASH = "hrm.sweep_hash"  # hash of the sweep file: resume refuses a changed file
+TAG_CONTROL = "hrm.control"  # the control arm of an ablation
+TAG_OBJECTIVE = "hrm.objective"  # primary metric, e.g. eval/exact_accuracy
+TAG_OBJECTIVE_MODE = "hrm.objective_mode"  # "max" | "min"
+TAG_OPTUNA_STORAGE = "hrm.optuna_storage"  # sqlite:///... of the persisted study (search)
+TAG_OPTUNA_STUDY = "hrm.optuna_study"  # study name (= the invocation)
+TAG_SWEEP_STATUS = "hrm.sweep_status"  # "running" | "finished" | "interrupted"
+# Child-run tag MLflow itself uses to nest runs in its UI.
+TAG_MLFLOW_PARENT = "mlflow.parentRunId"
 
 # --- trial outcomes ------------------------------------------------------------------
 OUTCOME_COMPLETED = "completed"
