@@ -7,7 +7,7 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 # CPU build by default; e.g. TORCH="torch==2.13.0 --index-url ..." for another build.
 TORCH      ?= torch==2.13.0
-EXTRAS     ?= track,dev
+EXTRAS     ?= track,sweep,dev
 STAMP      := $(VENV)/.installed
 PYTEST_ARGS ?=
 
@@ -21,7 +21,12 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
-.PHONY: help install test test-fast test-gpu lint train-demo summary benchmark-throughput benchmark-learning clean
+.PHONY: help install test test-fast test-gpu lint train-demo summary benchmark-throughput benchmark-learning clean \
+	sweep-gate-bias sweep-gate-hidden-ratio sweep-feudal-weight sweep-manager-period sweep-halt-steps \
+	sweep-curriculum ablate-gating sweep-list mlflow-ui
+
+SCALE ?= cpu
+SWEEP_ARGS ?=
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
@@ -51,6 +56,35 @@ benchmark-throughput: $(STAMP) ## s/step and samples/s, fp32/bf16 x eager/compil
 
 benchmark-learning: $(STAMP) ## Held-out exact accuracy over 150 s on 4x4 Sudoku
 	$(PY) benchmarks/learning_sudoku4.py
+
+sweep-gate-bias: $(STAMP) ## Search the gate init bias (Optuna TPE + ASHA); SCALE=smoke|cpu|gpu
+	$(PY) -m sweeps run gate_bias --scale $(SCALE) $(SWEEP_ARGS)
+
+sweep-gate-hidden-ratio: $(STAMP) ## Search the gate MLP width (Optuna TPE + ASHA)
+	$(PY) -m sweeps run gate_hidden_ratio --scale $(SCALE) $(SWEEP_ARGS)
+
+sweep-feudal-weight: $(STAMP) ## Ablation: feudal loss weights vs head off vs weight 0, paired seeds
+	$(PY) -m sweeps run feudal_weight --scale $(SCALE) $(SWEEP_ARGS)
+
+sweep-manager-period: $(STAMP) ## Search the feudal manager period and weight
+	$(PY) -m sweeps run manager_period --scale $(SCALE) $(SWEEP_ARGS)
+
+sweep-halt-steps: $(STAMP) ## Two-objective search: accuracy vs ACT steps
+	$(PY) -m sweeps run halt_steps --scale $(SCALE) $(SWEEP_ARGS)
+
+sweep-curriculum: $(STAMP) ## Ablation: progressive ACT budget vs flat, equal total steps
+	$(PY) -m sweeps run curriculum --scale $(SCALE) $(SWEEP_ARGS)
+
+ablate-gating: $(STAMP) ## Gated vs ungated x seeds, plus gate-bias arms, then the report
+	$(PY) sweeps/ablate_gating.py --scale $(SCALE) $(SWEEP_ARGS)
+
+sweep-list: $(STAMP) ## Sweeps and their invocations with status
+	$(PY) -m sweeps list
+
+MLFLOW_PORT ?= 5000
+mlflow-ui: $(STAMP) ## MLflow UI on the embedded store (or MLFLOW_TRACKING_URI), http://127.0.0.1:$(MLFLOW_PORT)
+	$(PY) -m mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" \
+		--default-artifact-root "$(CURDIR)/mlruns/artifacts" --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 clean: ## Remove caches (keeps .venv, data and results)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__

@@ -1,0 +1,71 @@
+"""``python -m sweeps run|resume|list|validate``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sweeps", description="HRM ablation sweeps")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run a sweep (a name in configs/sweep/ or a path)")
+    run.add_argument("sweep")
+    run.add_argument("overrides", nargs="*", help="sweep-file overrides, e.g. num_samples=4 seeds=[0,1]")
+    run.add_argument("--scale", choices=["smoke", "cpu", "gpu"])
+    run.add_argument("--extend", action="store_true", help="add seeds/arms to a finished ablation (not yet supported)")
+    run.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    res = sub.add_parser("resume", help="finish an interrupted sweep")
+    res.add_argument("sweep")
+    res.add_argument("--invocation", help="parent run id (default: the latest unfinished)")
+    sub.add_parser("list", help="sweeps and their invocations")
+    val = sub.add_parser("validate", help="only validate a sweep file")
+    val.add_argument("sweep")
+    val.add_argument("--scale", choices=["smoke", "cpu", "gpu"])
+    args, extra = ap.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or args.cmd != "run"]
+    if stray:
+        ap.error(f"unrecognized arguments: {' '.join(stray)}")
+    if args.cmd == "run":
+        args.overrides = [*args.overrides, *extra]
+
+    from hrm_core.errors import UserError
+
+    try:
+        if args.cmd == "validate":
+            from sweeps.spec import load_spec
+            from sweeps.validate import trial_overrides, validate
+
+            spec, path = load_spec(args.sweep, args.scale)
+            validate(spec, path)
+            print(f"ok: {path} ({spec.kind}, {len(trial_overrides(spec))} configurations, scale {spec.scale})")
+            return 0
+        if args.cmd == "list":
+            from sweeps.runner import list_sweeps
+
+            list_sweeps()
+            return 0
+        if args.cmd == "run":
+            if args.extend:
+                raise UserError("--extend is not available yet: run the extra seeds as a new invocation")
+            from sweeps.runner import run_sweep, write_report
+
+            parent = run_sweep(args.sweep, args.scale, args.overrides)
+            if not args.no_report:
+                write_report(parent)
+            return 0
+        if args.cmd == "resume":
+            from sweeps.runner import resume_sweep
+
+            resume_sweep(args.sweep, args.invocation)
+            return 0
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    sys.exit(main())

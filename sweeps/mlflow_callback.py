@@ -1,0 +1,127 @@
+"""The driver's MLflow writer: one child run per trial under the sweep's parent run.
+
+Runs in the driver process only, so the SQLite store has a single writer. A retried or
+resumed trial is found again by its tags and continues its own run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ray.tune import Callback
+
+from hrm_core import names
+from trainables.tune_sink import HISTORY, OUTCOME, RUN_INFO
+
+
+def find_child_run(client, experiment_id: str, parent_id: str, trial_id: str):
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{names.TAG_INVOCATION}` = '{parent_id}' and tags.`{names.TAG_TRIAL_ID}` = '{trial_id}'",
+        max_results=5,
+    )
+    return runs[0] if runs else None
+
+
+class MlflowTrialLogger(Callback):
+    def __init__(self, uri: str, experiment_id: str, parent_id: str, sweep: str, common_tags: dict[str, str]):
+        self.uri, self.experiment_id, self.parent_id, self.sweep = uri, experiment_id, parent_id, sweep
+        self.common_tags = common_tags
+        self._client = None
+        self._runs: dict[str, str] = {}
+        self._params_logged: set[str] = set()
+        self._ended: set[str] = set()
+
+    def __getstate__(self):  # Tune checkpoints its callbacks: keep the client out of the pickle
+        state = dict(self.__dict__)
+        state["_client"] = None
+        return state
+
+    @property
+    def client(self):
+        if self._client is None:
+            from hrm_core.tracking import get_client
+
+            self._client = get_client(self.uri)
+        return self._client
+
+    def run_id(self, trial) -> str:
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        existing = find_child_run(self.client, self.experiment_id, self.parent_id, trial.trial_id)
+        if existing is not None:
+            run_id = existing.info.run_id
+            if existing.info.status != "RUNNING" and not existing.data.tags.get(names.TAG_OUTCOME):
+                self.client.update_run(run_id, status="RUNNING")
+        else:
+            trial_cfg = trial.config.get("__trial") or {}
+            tags = {
+                **self.common_tags,
+                names.TAG_RUN_KIND: names.RUN_KIND_TRIAL,
+                names.TAG_SWEEP: self.sweep,
+                names.TAG_INVOCATION: self.parent_id,
+                names.TAG_MLFLOW_PARENT: self.parent_id,
+                names.TAG_TRIAL_ID: trial.trial_id,
+                names.TAG_ARM: str(trial_cfg.get("arm") or _describe(trial.config)),
+            }
+            run = self.client.create_run(self.experiment_id, run_name=names.child_run_name(self.sweep, trial.trial_id), tags=tags)
+            run_id = run.info.run_id
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.run_id(trial)
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self.run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from mlflow.entities import Metric, Param, RunTag
+
+        run_id = self.run_id(trial)
+        run_info = result.get(RUN_INFO)
+        if run_info:
+            tags = [RunTag(k, str(v)) for k, v in run_info["tags"].items() if v != ""]
+            params = []
+            if trial.trial_id not in self._params_logged:
+                existing = self.client.get_run(run_id).data.params
+                params = [Param(k, v[:6000]) for k, v in sorted(run_info["params"].items()) if k not in existing]
+                params += [Param("num_params", str(run_info["num_params"]))] if "num_params" not in existing else []
+                self._params_logged.add(trial.trial_id)
+            for i in range(0, max(len(params), 1), 100):
+                self.client.log_batch(run_id, params=params[i : i + 100], tags=tags if i == 0 else [])
+        ts = int(time.time() * 1000)
+        metrics = [
+            Metric(k, float(v) if math.isfinite(float(v)) else float("nan"), ts, int(step))
+            for step, values in result.get(HISTORY) or []
+            for k, v in values.items()
+            if not k.startswith(names.PERF_PREFIX)
+        ]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        if result.get(OUTCOME):
+            self._end(trial, result[OUTCOME])
+
+    def _end(self, trial, outcome: str) -> None:
+        if trial.trial_id in self._ended:
+            return
+        run_id = self.run_id(trial)
+        self.client.set_tag(run_id, names.TAG_OUTCOME, outcome)
+        self.client.set_terminated(run_id, status=names.OUTCOME_STATUS[outcome])
+        self._ended.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        # A trial that ends without reporting an outcome was stopped by the scheduler.
+        self._end(trial, names.OUTCOME_EARLY_STOPPED)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        if trial.error_file:
+            self.client.set_tag(run_id, "hrm.error_file", trial.error_file)
+        self._end(trial, names.OUTCOME_ERROR)
+
+
+def _describe(config: dict) -> str:
+    parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items()) if not k.startswith("__")]
+    return ",".join(parts) or "default"

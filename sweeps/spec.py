@@ -1,0 +1,276 @@
+"""Sweep files (``configs/sweep/*.yaml``): schema, scale presets and validation.
+
+Everything is checked before anything starts: no Ray, no MLflow run, no file written.
+Each fault is one line that names the file and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hrm_core import names
+from hrm_core.errors import UserError, unknown_key_message
+from sweeps.yaml_io import SweepFileError, load_mapping
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWEEP_DIR = os.path.join(PROJECT, "configs", "sweep")
+SCALE_DIR = os.path.join(PROJECT, "configs", "scale")
+CONFIG_GROUPS = ("arch", "data", "loss", "curriculum")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Param(_Strict):
+    """One search dimension. ``choice``/``grid`` take ``values``; the others ``low``/``high``."""
+
+    type: Literal["choice", "grid", "uniform", "loguniform", "int"]
+    values: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Param:
+        if self.type in ("choice", "grid"):
+            if not self.values:
+                raise ValueError(f"'{self.type}' needs a non-empty 'values' list")
+            if self.low is not None or self.high is not None:
+                raise ValueError(f"'{self.type}' takes 'values', not low/high")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"'{self.type}' needs 'low' and 'high'")
+            if self.values is not None:
+                raise ValueError(f"'{self.type}' takes low/high, not 'values'")
+            if not self.low < self.high:
+                raise ValueError(f"empty or inverted range: low ({self.low}) must be < high ({self.high})")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError(f"loguniform needs low > 0 (got {self.low})")
+            if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+                raise ValueError("'int' needs whole-number low and high")
+        return self
+
+
+class Objective(_Strict):
+    metric: str | list[str] = names.DEFAULT_OBJECTIVE
+    mode: Literal["max", "min"] | list[Literal["max", "min"]] = "max"
+
+    @property
+    def metrics(self) -> list[str]:
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
+
+    @property
+    def modes(self) -> list[str]:
+        return [self.mode] if isinstance(self.mode, str) else list(self.mode)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.metrics) > 1
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Objective:
+        if len(self.metrics) != len(self.modes):
+            raise ValueError(f"objective has {len(self.metrics)} metrics but {len(self.modes)} modes")
+        return self
+
+
+class Scheduler(_Strict):
+    """ASHA on the global optimizer step (``time_attr: step``), or no early stopping."""
+
+    type: Literal["asha", "none"] = "asha"
+    time_attr: Literal["step"] = "step"
+    grace_period: int = Field(50, gt=0)
+    reduction_factor: float = Field(2.0, gt=1)
+    max_t: int | None = Field(None, gt=0)  # default: the trial's planned steps
+    rung_metric: str | None = None  # multi-objective search: the one metric ASHA compares
+
+    @model_validator(mode="after")
+    def _check(self) -> Scheduler:
+        if self.max_t is not None and self.grace_period > self.max_t:
+            raise ValueError(f"grace_period ({self.grace_period}) must be <= max_t ({self.max_t})")
+        return self
+
+
+class Sampler(_Strict):
+    type: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+    workers: int = Field(1, ge=1)  # > 1: Ray Train's TorchTrainer (DDP) inside the trial
+
+
+class ScaleOverrides(_Strict):
+    """What a scale preset (smoke | cpu | gpu) changes in a sweep."""
+
+    base: list[str] = Field(default_factory=list)  # extra training overrides
+    num_samples: int | None = Field(None, gt=0)
+    seeds: list[int] | None = None
+    max_concurrent: int | None = Field(None, gt=0)
+    resources: Resources | None = None
+    time_budget_s: float | None = Field(None, gt=0)
+    scheduler: Scheduler | None = None
+
+
+class SweepSpec(_Strict):
+    name: str
+    description: str = ""
+    kind: Literal["search", "ablation"]
+    base: list[str] = Field(default_factory=list)  # training overrides shared by every trial
+    objective: Objective = Field(default_factory=Objective)
+    space: dict[str, Param] = Field(default_factory=dict)  # search
+    arms: dict[str, list[str]] = Field(default_factory=dict)  # ablation: name -> overrides
+    control: str | None = None  # ablation: the arm every other is compared with
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    num_samples: int = Field(8, gt=0)  # search
+    max_concurrent: int = Field(2, gt=0)
+    scheduler: Scheduler | None = None
+    sampler: Sampler = Field(default_factory=Sampler)
+    resources: Resources = Field(default_factory=Resources)
+    time_budget_s: float | None = Field(None, gt=0)
+    max_failures: int = Field(2, ge=0)
+    storage_path: str | None = None  # Tune results (shared FS or s3://); default ray_results/
+    scale: Literal["smoke", "cpu", "gpu"] = "cpu"
+    scales: dict[Literal["smoke", "cpu", "gpu"], ScaleOverrides] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepSpec:
+        if not self.seeds:
+            raise ValueError("seeds: give at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: duplicates in {self.seeds}")
+        if self.kind == "ablation":
+            if not self.arms:
+                raise ValueError("an ablation needs 'arms' (name: [overrides])")
+            if self.space:
+                raise ValueError("an ablation takes 'arms', not a search 'space'")
+            if self.control is None or self.control not in self.arms:
+                raise ValueError(f"control: name one of the arms {sorted(self.arms)} (got {self.control!r})")
+            if self.scheduler is not None and self.scheduler.type != "none":
+                raise ValueError("scheduler: an ablation runs every arm to its full budget; use scheduler: {type: none}")
+        else:
+            if not self.space:
+                raise ValueError("a search needs a 'space'")
+            if self.arms:
+                raise ValueError("a search takes a 'space', not 'arms'")
+            sched = self.scheduler
+            if self.objective.multi and sched is not None and sched.type == "asha" and not sched.rung_metric:
+                raise ValueError("scheduler: ASHA with several objectives needs rung_metric (one of them), or type: none")
+            if sched is not None and sched.rung_metric and sched.rung_metric not in self.objective.metrics:
+                raise ValueError(f"scheduler.rung_metric must be one of the objective metrics {self.objective.metrics}")
+        return self
+
+    @property
+    def scheduler_or_default(self) -> Scheduler:
+        if self.scheduler is not None:
+            return self.scheduler
+        return Scheduler(type="none") if self.kind == "ablation" or self.objective.multi else Scheduler()
+
+
+# --- metric names the trainer reports -------------------------------------------------------------
+KNOWN_PREFIXES = (names.GATE_PREFIX, names.FEUDAL_PREFIX)
+KNOWN_METRICS = {names.metric(s, m) for s in (names.TRAIN, names.EVAL) for m in names.SPLIT_METRICS} | {
+    names.TRAIN_LR, names.CURRICULUM_STAGE,
+}
+
+
+def check_metric(metric: str, where: str) -> None:
+    if metric in KNOWN_METRICS or metric.startswith(KNOWN_PREFIXES) or metric.startswith("eval/arc_"):
+        return
+    raise UserError(unknown_key_message(metric, sorted(KNOWN_METRICS), where=f"metric in {where}").replace("key ", "", 1))
+
+
+# --- loading ------------------------------------------------------------------------------------
+def resolve_path(name_or_path: str) -> str:
+    if os.path.sep in name_or_path or name_or_path.endswith((".yaml", ".yml")):
+        return os.path.abspath(name_or_path)
+    path = os.path.join(SWEEP_DIR, f"{name_or_path}.yaml")
+    if not os.path.exists(path):
+        known = sorted(f[:-5] for f in os.listdir(SWEEP_DIR) if f.endswith(".yaml"))
+        raise UserError(f"unknown sweep '{name_or_path}'; choose one of: {', '.join(known)} (or give a path)")
+    return path
+
+
+def file_hash(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def _format(err: ValidationError, path: str) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"])
+    if e["type"] == "extra_forbidden":
+        fields = _all_keys(SweepSpec)
+        return f"{path}: " + unknown_key_message(key, fields, where="sweep")
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"{path}: {key + ': ' if key else ''}{msg}"
+
+
+def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        out.append(prefix + name)
+        ann = field.annotation
+        for t in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                out.extend(_all_keys(t, f"{prefix}{name}."))
+    return out
+
+
+def apply_scale(raw: dict, scale: str | None, path: str) -> dict:
+    """Merge configs/scale/<scale>.yaml and the file's own scales.<scale> into the sweep."""
+    raw = dict(raw)
+    scale = scale or raw.get("scale", "cpu")
+    raw["scale"] = scale
+    layers = []
+    preset = os.path.join(SCALE_DIR, f"{scale}.yaml")
+    if os.path.exists(preset):
+        layers.append(load_mapping(preset))
+    own = (raw.get("scales") or {}).get(scale)
+    if own:
+        layers.append(own)
+    for layer in layers:
+        try:
+            so = ScaleOverrides.model_validate(layer)
+        except ValidationError as err:
+            raise SweepFileError(_format(err, f"{path} (scale {scale})")) from None
+        raw["base"] = list(raw.get("base") or []) + so.base
+        for key in ("num_samples", "seeds", "max_concurrent", "time_budget_s"):
+            if getattr(so, key) is not None:
+                raw[key] = getattr(so, key)
+        if so.resources is not None:
+            raw["resources"] = so.resources.model_dump()
+        if so.scheduler is not None:
+            raw["scheduler"] = {**(raw.get("scheduler") or {}), **so.scheduler.model_dump(exclude_unset=True)}
+    return raw
+
+
+def load_spec(name_or_path: str, scale: str | None = None, overrides: list[str] | None = None) -> tuple[SweepSpec, str]:
+    """Parse and validate a sweep file (schema only). -> (spec, absolute path)."""
+    path = resolve_path(name_or_path)
+    raw = load_mapping(path)
+    for o in overrides or []:  # sweep-level overrides: key=value (YAML values)
+        import yaml
+
+        if "=" not in o:
+            raise UserError(f"cannot parse sweep override '{o}' (expected key=value)")
+        key, value = o.split("=", 1)
+        node = raw
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    if scale is None and isinstance(raw.get("scale"), str):
+        scale = raw["scale"]
+    try:
+        raw = apply_scale(raw, scale, path)
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SweepFileError(_format(err, path)) from None
+    return spec, path

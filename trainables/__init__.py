@@ -1,0 +1,1 @@
+"""The HRM trainer as a Ray Tune function trainable (reporting, checkpoints, restore)."""
