@@ -12,7 +12,7 @@ import time
 from ray.tune import Callback
 
 from hrm_core import names
-from trainables.tune_sink import HISTORY, OUTCOME, RUN_INFO
+from trainables.tune_sink import HISTORY, OUTCOME, RUN_INFO, STEP, TOTAL_STEPS
 
 
 def find_child_run(client, experiment_id: str, parent_id: str, trial_id: str):
@@ -112,8 +112,11 @@ class MlflowTrialLogger(Callback):
         self._ended.add(trial.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        # A trial that ends without reporting an outcome was stopped by the scheduler.
-        self._end(trial, names.OUTCOME_EARLY_STOPPED)
+        # A trial that ends without reporting its outcome was stopped by the scheduler:
+        # early if before its budget (ASHA also stops a trial that reached max_t).
+        last = trial.last_result or {}
+        done = last.get(STEP, 0) >= last.get(TOTAL_STEPS, float("inf"))
+        self._end(trial, names.OUTCOME_COMPLETED if done else names.OUTCOME_EARLY_STOPPED)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)

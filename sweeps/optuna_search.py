@@ -14,12 +14,18 @@ from trainables.tune_sink import OUTCOME, STEP, TOTAL_STEPS
 
 
 class HRMOptunaSearch(OptunaSearch):
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if isinstance(self.metric, list) or trial_id in self._completed_trials:
+    def _report(self, trial_id: str, result: dict) -> None:
+        value, step = result.get(self.metric), result.get(STEP)
+        reported = self.__dict__.setdefault("_reported_steps", {}).setdefault(trial_id, set())
+        if value is None or step is None or int(step) in reported:
             return
-        value = result.get(self.metric)
-        if value is not None and STEP in result and trial_id in self._ot_trials:
-            self._ot_trials[trial_id].report(float(value), int(result[STEP]))
+        self._ot_trials[trial_id].report(float(value), int(step))
+        reported.add(int(step))
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, list) or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         import optuna
@@ -27,6 +33,10 @@ class HRMOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        if result and not isinstance(self.metric, list):
+            # Tune sends the result that made the scheduler stop a trial here, not to
+            # on_trial_result: it is the trial's last intermediate value.
+            self._report(trial_id, result)
         stopped_early = bool(result) and not result.get(OUTCOME) and result.get(STEP, 0) < result.get(TOTAL_STEPS, 0)
         if error:
             self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.FAIL)

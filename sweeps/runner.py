@@ -53,6 +53,11 @@ def _init_ray(spec: SweepSpec) -> None:
     import ray
 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's CSV/TensorBoard loggers choke on the metric history in each result; MLflow is
+    # the record, and a JSON logger (added in the run config) keeps Tune's own view.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # A trial restored at its very last checkpoint reports its outcome without new metrics.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
     if ray.is_initialized():
         return
@@ -65,6 +70,7 @@ def _init_ray(spec: SweepSpec) -> None:
 
 def _tuner_parts(prep: Prepared, parent_id: str, storage: str, uri: str, experiment_id: str, common_tags: dict):
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     from sweeps.mlflow_callback import MlflowTrialLogger
     from trainables.hrm_trainable import SWEEP_KEY, train_hrm
@@ -76,8 +82,7 @@ def _tuner_parts(prep: Prepared, parent_id: str, storage: str, uri: str, experim
         "gpus_per_trial": spec.resources.gpu,
         "dataset_fingerprint": prep.fingerprint,
         "name": spec.name,
-        "inject_nan_at": os.environ.get("HRM_TEST_INJECT_NAN_AT"),  # tests only
-        "inject_nan_arm": os.environ.get("HRM_TEST_INJECT_NAN_ARM"),
+        **spec.test_hooks.model_dump(),
     }
     trainable = tune.with_resources(train_hrm, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     callback = MlflowTrialLogger(uri, experiment_id, parent_id, spec.name, common_tags)
@@ -86,7 +91,7 @@ def _tuner_parts(prep: Prepared, parent_id: str, storage: str, uri: str, experim
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[callback],
+        callbacks=[callback, JsonLoggerCallback()],
         verbose=0,
     )
     return ctx, trainable, run_config, SWEEP_KEY
@@ -236,7 +241,6 @@ def resume_sweep(name_or_path: str, invocation: str | None = None, log=print) ->
     """Finish an interrupted sweep: finished trials are kept, interrupted ones continue."""
     from ray import tune
 
-    from hrm_core.tracking import tracking_uri
     from trainables.hrm_trainable import train_hrm
 
     spec0, path = load_spec(name_or_path)
@@ -252,14 +256,10 @@ def resume_sweep(name_or_path: str, invocation: str | None = None, log=print) ->
     client.update_run(parent_id, status="RUNNING")
     client.set_tag(parent_id, names.TAG_SWEEP_STATUS, "running")
     _init_ray(prep.spec)
-    from sweeps.mlflow_callback import MlflowTrialLogger
-
-    callback = MlflowTrialLogger(tracking_uri(), parent.info.experiment_id, parent_id, prep.spec.name,
-                                 {names.TAG_GIT_COMMIT: tags.get(names.TAG_GIT_COMMIT, ""), names.TAG_GIT_DIRTY: tags.get(names.TAG_GIT_DIRTY, "")})
     trainable = tune.with_resources(train_hrm, {"cpu": prep.spec.resources.cpu, "gpu": prep.spec.resources.gpu})
+    # The run config, with the MLflow logger, is restored from the Tune state; the logger
+    # finds each trial's own MLflow run again by its tags.
     tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, restart_errored=True)
-    # the restored run config keeps its callbacks pickled: make sure ours is the live one
-    tuner._local_tuner._run_config.callbacks = [callback] if hasattr(tuner, "_local_tuner") else None
     log(f"resuming sweep {prep.spec.name}: parent run {parent_id}, Tune {tune_path}")
     return _finish(tuner, client, parent_id, prep, log)
 

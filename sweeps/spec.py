@@ -118,6 +118,14 @@ class ScaleOverrides(_Strict):
     scheduler: Scheduler | None = None
 
 
+class TestHooks(_Strict):
+    """Fault injection for the end-to-end tests (not for experiments)."""
+
+    inject_nan_arm: str | None = None  # poison this arm's weights ...
+    inject_nan_at: int | None = Field(None, gt=0)  # ... after this step: its loss turns NaN
+    pid_dir: str | None = None  # each trial writes <arm>-<seed>.pid here (to be SIGKILLed)
+
+
 class SweepSpec(_Strict):
     name: str
     description: str = ""
@@ -138,6 +146,7 @@ class SweepSpec(_Strict):
     storage_path: str | None = None  # Tune results (shared FS or s3://); default ray_results/
     scale: Literal["smoke", "cpu", "gpu"] = "cpu"
     scales: dict[Literal["smoke", "cpu", "gpu"], ScaleOverrides] = Field(default_factory=dict)
+    test_hooks: TestHooks = Field(default_factory=TestHooks)
 
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
@@ -228,25 +237,27 @@ def apply_scale(raw: dict, scale: str | None, path: str) -> dict:
     raw = dict(raw)
     scale = scale or raw.get("scale", "cpu")
     raw["scale"] = scale
-    layers = []
+    layers = []  # (overrides, whether they win over the file's own top-level values)
     preset = os.path.join(SCALE_DIR, f"{scale}.yaml")
     if os.path.exists(preset):
-        layers.append(load_mapping(preset))
+        layers.append((load_mapping(preset), False))
     own = (raw.get("scales") or {}).get(scale)
     if own:
-        layers.append(own)
-    for layer in layers:
+        layers.append((own, True))
+    explicit = set(raw)
+    for layer, wins in layers:
         try:
             so = ScaleOverrides.model_validate(layer)
         except ValidationError as err:
             raise SweepFileError(_format(err, f"{path} (scale {scale})")) from None
-        raw["base"] = list(raw.get("base") or []) + so.base
-        for key in ("num_samples", "seeds", "max_concurrent", "time_budget_s"):
-            if getattr(so, key) is not None:
-                raw[key] = getattr(so, key)
-        if so.resources is not None:
-            raw["resources"] = so.resources.model_dump()
-        if so.scheduler is not None:
+        # training overrides: the preset's, then the file's base, then the file's own scale's
+        base = list(raw.get("base") or [])
+        raw["base"] = base + so.base if wins else so.base + base
+        for key in ("num_samples", "seeds", "max_concurrent", "time_budget_s", "resources"):
+            value = getattr(so, key)
+            if value is not None and (wins or key not in explicit):
+                raw[key] = value.model_dump() if key == "resources" else value
+        if so.scheduler is not None and (wins or "scheduler" not in explicit):
             raw["scheduler"] = {**(raw.get("scheduler") or {}), **so.scheduler.model_dump(exclude_unset=True)}
     return raw
 

@@ -55,6 +55,9 @@ def train_hrm(config: dict) -> None:
         names.TAG_DATASET_FINGERPRINT: ctx.get("dataset_fingerprint", ""),
     }
     trainer = Trainer(cfg, data_path, run_dir, device, [TuneSink(tags)], log=lambda *_: None)
+    if ctx.get("pid_dir"):  # tests: lets a test SIGKILL this trial's worker
+        with open(os.path.join(ctx["pid_dir"], f"{trial.get('arm', 'trial')}-{cfg.seed}.pid"), "w") as f:
+            f.write(f"{os.getpid()} {trainer.step}")
     if ctx.get("inject_nan_at") and trial.get("arm") == ctx.get("inject_nan_arm"):
         _inject_nan(trainer, int(ctx["inject_nan_at"]))
     trainer.fit()

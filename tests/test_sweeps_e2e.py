@@ -1,0 +1,222 @@
+"""End-to-end sweeps: a real local Ray (shared by the module), a real MLflow SQLite store,
+real Optuna, the tiny model on 4x4 Sudoku."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from hrm_core import names
+
+pytestmark = pytest.mark.slow
+
+SMOKE = "scale: smoke\n"
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text + f"storage_path: {tmp_path / 'ray'}\n")
+    return str(path)
+
+
+def children(client, parent_id):
+    parent = client.get_run(parent_id)
+    return client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{names.TAG_INVOCATION}` = '{parent_id}'")
+
+
+def no_duplicate_points(client, run_id, key="train/lm_loss"):
+    steps = [m.step for m in client.get_metric_history(run_id, key)]
+    assert len(steps) == len(set(steps)), f"a (step, {key}) logged twice"
+    return sorted(steps)
+
+
+def test_ablation_arms_by_seeds_with_named_control(ray_local, store, tmp_path):
+    from sweeps.runner import run_sweep
+
+    path = write(tmp_path, """\
+name: e2e_ablation
+kind: ablation
+base: [data=sudoku4, max_steps=16]
+control: plain
+arms:
+  plain: [arch=hrm_v1]
+  gated: [arch=hrm_v1_gated]
+seeds: [0, 1]
+max_concurrent: 2
+""" + SMOKE)
+    parent_id = run_sweep(path, log=lambda *_: None)
+    parent = store.get_run(parent_id)
+    assert parent.data.tags[names.TAG_CONTROL] == "plain"
+    assert parent.data.tags[names.TAG_SWEEP_STATUS] == "finished"
+    kids = children(store, parent_id)
+    assert len(kids) == 4
+    pairs = sorted((k.data.tags[names.TAG_ARM], k.data.tags[names.TAG_SEED]) for k in kids)
+    assert pairs == [("gated", "0"), ("gated", "1"), ("plain", "0"), ("plain", "1")]
+    for k in kids:
+        assert k.info.status == "FINISHED" and k.data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED
+        assert k.data.tags[names.TAG_MLFLOW_PARENT] == parent_id
+        assert k.info.run_name == f"e2e_ablation/{k.data.tags[names.TAG_TRIAL_ID]}"
+        assert no_duplicate_points(store, k.info.run_id) == list(range(1, 17))
+        assert k.data.params["arch.use_gating"] == str(k.data.tags[names.TAG_ARM] == "gated")
+        assert "eval/exact_accuracy" in k.data.metrics
+    # the gated arm logs its gate statistics
+    gated = next(k for k in kids if k.data.tags[names.TAG_ARM] == "gated")
+    assert "gate/L/x_mean" in gated.data.metrics
+
+
+def test_search_with_asha_prunes_trials_that_cannot_learn(ray_local, store, tmp_path):
+    import optuna
+
+    from sweeps.runner import run_sweep
+
+    path = write(tmp_path, """\
+name: e2e_search
+kind: search
+base: [data=sudoku4, max_steps=24, eval_every_steps=6, lr_warmup_steps=2]
+objective: {metric: eval/accuracy, mode: max}
+space:
+  lr: {type: choice, values: [0.0, 0.01]}
+num_samples: 6
+max_concurrent: 1
+scheduler: {type: asha, grace_period: 6, reduction_factor: 2, max_t: 24}
+sampler: {type: random, seed: 0}  # draws lr 0.01, 0, 0.01, 0.01, 0, 0
+""" + SMOKE)
+    parent_id = run_sweep(path, log=lambda *_: None)
+    parent = store.get_run(parent_id)
+    kids = children(store, parent_id)
+    assert len(kids) == 6
+    outcomes = {k.data.tags[names.TAG_TRIAL_ID]: k.data.tags[names.TAG_OUTCOME] for k in kids}
+    stopped = [k for k in kids if k.data.tags[names.TAG_OUTCOME] == names.OUTCOME_EARLY_STOPPED]
+    assert len(stopped) == 3, outcomes
+    assert all(o in (names.OUTCOME_COMPLETED, names.OUTCOME_EARLY_STOPPED) for o in outcomes.values())
+    for k in stopped:
+        assert float(k.data.params["lr"]) == 0.0, "only the arm that cannot learn is stopped"
+        assert max(no_duplicate_points(store, k.info.run_id)) < 24
+    study = optuna.load_study(study_name=parent.data.tags[names.TAG_OPTUNA_STUDY], storage=parent.data.tags[names.TAG_OPTUNA_STORAGE])
+    states = sorted(t.state.name for t in study.trials)
+    assert states.count("PRUNED") == len(stopped)
+    assert states.count("COMPLETE") == 6 - len(stopped)
+    for t in study.trials:
+        assert set(t.intermediate_values) <= {6, 12, 18, 24}, "intermediate values at the global step"
+        assert t.intermediate_values
+
+
+def test_four_concurrent_trials_share_the_sqlite_store(ray_local, store, tmp_path, caplog):
+    from sweeps.runner import run_sweep
+
+    path = write(tmp_path, """\
+name: e2e_concurrency
+kind: ablation
+base: [data=sudoku4, max_steps=16, eval_every_steps=4]
+control: a
+arms:
+  a: [lr=0.001]
+  b: [lr=0.002]
+seeds: [0, 1]
+max_concurrent: 4
+resources: {cpu: 0.5}
+""" + SMOKE)
+    parent_id = run_sweep(path, log=lambda *_: None)
+    kids = children(store, parent_id)
+    assert len(kids) == 4 and all(k.data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED for k in kids)
+    assert "database is locked" not in caplog.text
+    for k in kids:
+        no_duplicate_points(store, k.info.run_id)
+
+
+def test_diverged_trial_ends_diverged_and_the_sweep_goes_on(ray_local, store, tmp_path):
+    from sweeps.runner import run_sweep
+
+    path = write(tmp_path, """\
+name: e2e_nan
+kind: ablation
+base: [data=sudoku4, max_steps=16]
+control: ok
+arms:
+  ok: [lr=0.001]
+  nan: [lr=0.001]
+seeds: [0]
+test_hooks: {inject_nan_arm: nan, inject_nan_at: 5}
+""" + SMOKE)
+    parent_id = run_sweep(path, log=lambda *_: None)
+    kids = {k.data.tags[names.TAG_ARM]: k for k in children(store, parent_id)}
+    assert kids["nan"].data.tags[names.TAG_OUTCOME] == names.OUTCOME_DIVERGED
+    assert kids["nan"].info.status == "FINISHED"
+    assert kids["ok"].data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED
+    assert max(no_duplicate_points(store, kids["ok"].info.run_id)) == 16
+
+
+def test_killed_trial_resumes_from_its_checkpoint(ray_local, store, tmp_path):
+    """SIGKILL a trial's worker mid-run: it resumes at its checkpoint, keeps its one MLflow
+    run, and ends with the same metrics as an identical trial that was not killed."""
+    from sweeps.runner import run_sweep
+
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    path = write(tmp_path, f"""\
+name: e2e_kill
+kind: ablation
+base: [data=sudoku4, max_steps=40, eval_every_steps=8]
+control: twin
+arms:
+  twin: [lr=0.002]
+  victim: [lr=0.002]
+seeds: [0]
+max_concurrent: 2
+max_failures: 2
+test_hooks: {{pid_dir: {pid_dir}}}
+""" + SMOKE)
+    killed = {}
+
+    def killer():
+        deadline = time.time() + 240
+        pid_file = pid_dir / "victim-0.pid"
+        ray_dir = tmp_path / "ray"
+        while time.time() < deadline:
+            ckpts = list(ray_dir.glob("**/train_hrm*victim*/checkpoint_*")) if ray_dir.exists() else []
+            if pid_file.exists() and ckpts:
+                pid = int(pid_file.read_text().split()[0])
+                os.kill(pid, signal.SIGKILL)
+                killed["pid"] = pid
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    parent_id = run_sweep(path, log=lambda *_: None)
+    thread.join()
+    assert killed, "the victim was never killed"
+    kids = {k.data.tags[names.TAG_ARM]: k for k in children(store, parent_id)}
+    assert len(kids) == 2
+    victim, twin = kids["victim"], kids["twin"]
+    assert victim.data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED
+    resumed = store.get_metric_history(victim.info.run_id, names.RESUMED_FROM_STEP)
+    assert resumed and resumed[0].value > 0
+    assert no_duplicate_points(store, victim.info.run_id) == list(range(1, 41))
+    for key in ("train/lm_loss", "eval/accuracy", "eval/lm_loss"):
+        a = [(m.step, m.value) for m in sorted(store.get_metric_history(victim.info.run_id, key), key=lambda m: m.step)]
+        b = [(m.step, m.value) for m in sorted(store.get_metric_history(twin.info.run_id, key), key=lambda m: m.step)]
+        assert a == b, key
