@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     res = sub.add_parser("resume", help="finish an interrupted sweep")
     res.add_argument("sweep")
     res.add_argument("--invocation", help="parent run id (default: the latest unfinished)")
+    res.add_argument("--no-report", action="store_true", help="skip the report at the end")
     sub.add_parser("list", help="sweeps and their invocations")
     val = sub.add_parser("validate", help="only validate a sweep file")
     val.add_argument("sweep")
@@ -56,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
                 write_report(parent)
             return 0
         if args.cmd == "resume":
-            from sweeps.runner import resume_sweep
+            from sweeps.runner import resume_sweep, write_report
 
-            resume_sweep(args.sweep, args.invocation)
+            parent = resume_sweep(args.sweep, args.invocation)
+            if not args.no_report:
+                write_report(parent)
             return 0
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -32,6 +32,7 @@ class MlflowTrialLogger(Callback):
         self._runs: dict[str, str] = {}
         self._params_logged: set[str] = set()
         self._ended: set[str] = set()
+        self._logged_upto: dict[str, int] = {}
 
     def __getstate__(self):  # Tune checkpoints its callbacks: keep the client out of the pickle
         state = dict(self.__dict__)
@@ -72,9 +73,20 @@ class MlflowTrialLogger(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.run_id(trial)
+        self._logged_upto.pop(trial.trial_id, None)
 
     def on_trial_restore(self, iteration, trials, trial, **info):
         self.run_id(trial)
+        self._logged_upto.pop(trial.trial_id, None)
+
+    def _last_logged_step(self, trial) -> int:
+        """After a (re)start, the last step this run already holds: Tune may restore an
+        older checkpoint than the last one whose metrics reached MLflow (its state is
+        snapshotted periodically), and the replayed steps must not be logged twice."""
+        if trial.trial_id not in self._logged_upto:
+            history = self.client.get_metric_history(self.run_id(trial), names.TRAIN_LM_LOSS)
+            self._logged_upto[trial.trial_id] = max((m.step for m in history), default=0)
+        return self._logged_upto[trial.trial_id]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric, Param, RunTag
@@ -92,14 +104,19 @@ class MlflowTrialLogger(Callback):
             for i in range(0, max(len(params), 1), 100):
                 self.client.log_batch(run_id, params=params[i : i + 100], tags=tags if i == 0 else [])
         ts = int(time.time() * 1000)
+        upto = self._last_logged_step(trial)
+        # resumed_from_step marks the restart itself, at the restored step: always new
+        history = [(step, values) for step, values in result.get(HISTORY) or [] if step > upto or names.RESUMED_FROM_STEP in values]
         metrics = [
             Metric(k, float(v) if math.isfinite(float(v)) else float("nan"), ts, int(step))
-            for step, values in result.get(HISTORY) or []
+            for step, values in history
             for k, v in values.items()
             if not k.startswith(names.PERF_PREFIX)
         ]
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        if history:
+            self._logged_upto[trial.trial_id] = max(upto, *(step for step, _ in history))
         if result.get(OUTCOME):
             self._end(trial, result[OUTCOME])
 
@@ -107,6 +124,11 @@ class MlflowTrialLogger(Callback):
         if trial.trial_id in self._ended:
             return
         run_id = self.run_id(trial)
+        run = self.client.get_run(run_id)
+        if run.info.status != "RUNNING" and run.data.tags.get(names.TAG_OUTCOME):
+            # Ended before a driver restart that Tune's last snapshot did not see: keep it.
+            self._ended.add(trial.trial_id)
+            return
         self.client.set_tag(run_id, names.TAG_OUTCOME, outcome)
         self.client.set_terminated(run_id, status=names.OUTCOME_STATUS[outcome])
         self._ended.add(trial.trial_id)

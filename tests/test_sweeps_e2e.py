@@ -220,3 +220,62 @@ test_hooks: {{pid_dir: {pid_dir}}}
         a = [(m.step, m.value) for m in sorted(store.get_metric_history(victim.info.run_id, key), key=lambda m: m.step)]
         b = [(m.step, m.value) for m in sorted(store.get_metric_history(twin.info.run_id, key), key=lambda m: m.step)]
         assert a == b, key
+
+
+def test_driver_killed_then_resumed_finishes_the_sweep(store, tmp_path):
+    """SIGKILL the driver (and its private Ray) mid-sweep; `sweeps resume` completes the
+    planned trials without rerunning finished ones, duplicating points or leaving runs open."""
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT
+
+    path = write(tmp_path, """\
+name: e2e_driver_kill
+kind: ablation
+base: [data=sudoku4, max_steps=40, eval_every_steps=8]
+control: a
+arms:
+  a: [lr=0.001]
+  b: [lr=0.002]
+seeds: [0, 1]
+max_concurrent: 1
+""" + SMOKE)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    driver = subprocess.Popen([sys.executable, "-m", "sweeps", "run", path, "--no-report"], cwd=PROJECT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    exp_name = names.experiment_name("e2e_driver_kill")
+    deadline = time.time() + 300
+    finished_before: dict[str, tuple] = {}
+    try:
+        while time.time() < deadline:
+            time.sleep(1)
+            exp = store.get_experiment_by_name(exp_name)
+            if exp is None:
+                continue
+            kids = store.search_runs([exp.experiment_id], filter_string=f"tags.`{names.TAG_RUN_KIND}` = 'trial'")
+            done = [k for k in kids if k.data.tags.get(names.TAG_OUTCOME) == names.OUTCOME_COMPLETED]
+            running = [k for k in kids if k.info.status == "RUNNING"]
+            if done and running and store.get_metric_history(running[0].info.run_id, "eval/accuracy"):
+                finished_before = {k.info.run_id: (k.info.end_time, len(store.get_metric_history(k.info.run_id, "train/lm_loss"))) for k in done}
+                break
+        assert finished_before, "the sweep never reached the kill point"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        driver.wait()
+    proc = subprocess.run([sys.executable, "-m", "sweeps", "resume", path, "--no-report"], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = store.get_experiment_by_name(exp_name)
+    (parent,) = store.search_runs([exp.experiment_id], filter_string=f"tags.`{names.TAG_RUN_KIND}` = 'sweep'")
+    assert parent.data.tags[names.TAG_SWEEP_STATUS] == "finished" and parent.info.status == "FINISHED"
+    kids = children(store, parent.info.run_id)
+    assert len(kids) == 4, [k.info.run_name for k in kids]
+    assert sorted((k.data.tags[names.TAG_ARM], k.data.tags[names.TAG_SEED]) for k in kids) == [("a", "0"), ("a", "1"), ("b", "0"), ("b", "1")]
+    for k in kids:
+        assert k.info.status == "FINISHED" and k.data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED, k.info.run_name
+        assert no_duplicate_points(store, k.info.run_id) == list(range(1, 41))
+    for run_id, (end_time, points) in finished_before.items():
+        run = store.get_run(run_id)
+        assert run.info.end_time == end_time, "a finished trial was rerun"
+        assert len(store.get_metric_history(run_id, "train/lm_loss")) == points
