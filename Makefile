@@ -7,7 +7,7 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 # CPU build by default; e.g. TORCH="torch==2.13.0 --index-url ..." for another build.
 TORCH      ?= torch==2.13.0
-EXTRAS     ?= track,sweep,dev
+EXTRAS     ?= track,sweep,report,dev
 STAMP      := $(VENV)/.installed
 PYTEST_ARGS ?=
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 .PHONY: help install test test-fast test-gpu lint train-demo summary benchmark-throughput benchmark-learning clean \
 	sweep-gate-bias sweep-gate-hidden-ratio sweep-feudal-weight sweep-manager-period sweep-halt-steps \
-	sweep-curriculum ablate-gating sweep-list mlflow-ui
+	sweep-curriculum ablate-gating sweep-list mlflow-ui report
 
 SCALE ?= cpu
 SWEEP_ARGS ?=
@@ -77,6 +77,12 @@ sweep-curriculum: $(STAMP) ## Ablation: progressive ACT budget vs flat, equal to
 
 ablate-gating: $(STAMP) ## Gated vs ungated x seeds, plus gate-bias arms, then the report
 	$(PY) sweeps/ablate_gating.py --scale $(SCALE) $(SWEEP_ARGS)
+
+SWEEP ?=
+report: $(STAMP) ## Report of a sweep from MLflow: make report SWEEP=feudal_weight (or PARENT=<run id>)
+	@if [ -n "$(PARENT)" ]; then $(PY) -m analysis.report --parent-run $(PARENT); \
+	elif [ -n "$(SWEEP)" ]; then $(PY) -m analysis.report $(SWEEP); \
+	else echo "usage: make report SWEEP=<sweep name> | PARENT=<parent run id>"; exit 2; fi
 
 sweep-list: $(STAMP) ## Sweeps and their invocations with status
 	$(PY) -m sweeps list

@@ -265,15 +265,20 @@ def resume_sweep(name_or_path: str, invocation: str | None = None, log=print) ->
 
 
 def write_report(parent_id: str, log=print) -> None:
-    """Write the sweep's report when the analysis extra is installed (``make report``)."""
+    """Write the sweep's report (notebook + HTML, attached to the parent run)."""
     try:
-        from analysis.report import build_report  # noqa: F401 - optional layer
+        from analysis.report import build_report
     except ImportError as err:
         log(f"report skipped ({err}); install the 'report' extra and run: python -m analysis.report --parent-run {parent_id}")
         return
-    import subprocess
+    from hrm_core.tracking import tracking_uri
 
-    subprocess.run([sys.executable, "-m", "analysis.report", "--parent-run", parent_id], check=False)
+    try:
+        paths = build_report(parent_run=parent_id, tracking_uri=tracking_uri())
+    except Exception as err:  # noqa: BLE001 - the sweep's results stand; say how to retry
+        log(f"report failed: {type(err).__name__}: {err}; retry with: python -m analysis.report --parent-run {parent_id}")
+        return
+    log(f"report: {paths}")
 
 
 def list_sweeps(out=sys.stdout) -> None:

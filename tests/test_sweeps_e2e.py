@@ -86,6 +86,16 @@ max_concurrent: 2
     gated = next(k for k in kids if k.data.tags[names.TAG_ARM] == "gated")
     assert "gate/L/x_mean" in gated.data.metrics
 
+    # the report renders end to end on this real sweep, from MLflow alone
+    from analysis.report import build_report
+
+    paths = build_report(parent_run=parent_id, tracking_uri=store.tracking_uri, out=tmp_path / "report")
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert (tmp_path / "report" / "report.ipynb").exists() and "<img" in html, paths
+    assert "gated" in html and "plain" in html
+    artifacts = {a.path for a in store.list_artifacts(parent_id, "report")}
+    assert {"report/report.ipynb", "report/report.html"} <= artifacts
+
 
 def test_search_with_asha_prunes_trials_that_cannot_learn(ray_local, store, tmp_path):
     import optuna

@@ -1,0 +1,247 @@
+"""The report notebook: built with nbformat, executed headless on the project's own
+kernel spec (``hrm-ablate``), exported to a self-contained HTML file.
+
+The notebook recomputes everything from MLflow through ``analysis`` (so researchers can
+extend it); only its first cell, the conclusion, is written at generation time. To add
+a section, see analysis/README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from analysis.loading import PROJECT_ROOT, AnalysisError
+
+KERNEL_NAME = "hrm-ablate"
+KERNEL_DISPLAY_NAME = "Python (hrm-ablate)"
+EXECUTE_TIMEOUT_S = 600
+
+
+class ReportError(Exception):
+    """The notebook could not be executed or exported (not a bad request)."""
+
+
+# --------------------------------------------------------------------------------------
+# kernel spec
+# --------------------------------------------------------------------------------------
+def ensure_kernel(name: str = KERNEL_NAME) -> str:
+    """Install the project's kernel spec into this venv (``<sys.prefix>/share/jupyter``)
+    unless one with this name already runs this interpreter. Idempotent."""
+    from ipykernel.kernelspec import install
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    def current() -> str | None:
+        try:
+            spec = KernelSpecManager().get_kernel_spec(name)
+        except NoSuchKernel:
+            return None
+        return spec.argv[0] if spec.argv else None
+
+    if current() == sys.executable:
+        return name
+    install(kernel_name=name, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix)
+    found = current()
+    if found != sys.executable:
+        raise ReportError(f"kernel spec '{name}' resolves to {found}, not {sys.executable} (a user-level spec shadows it)")
+    return name
+
+
+# --------------------------------------------------------------------------------------
+# building
+# --------------------------------------------------------------------------------------
+@dataclass
+class Section:
+    """One report section: a markdown heading/intro and code cells; ``when`` decides from
+    the Analysis whether the section applies (e.g. search-only sections)."""
+
+    title: str
+    intro: str
+    cells: list[str]
+    when: Callable[[Any], bool] = lambda a: True
+
+
+SETUP = """\
+%matplotlib inline
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, imported by optuna
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import HTML, Markdown, display
+
+from analysis import loading, plots, report, stats
+
+pd.set_option("display.max_columns", 40)
+pd.set_option("display.width", 200)
+plt.rcParams["figure.dpi"] = 90
+
+info, runs = loading.load_sweep(parent_run=PARENT_RUN_ID, tracking_uri=TRACKING_URI)
+history = loading.load_history(runs, report.history_metrics(runs, METRIC or info.objective))
+A = report.analyse(info, runs, history, metric=METRIC, mode=MODE, alpha=ALPHA, ci_method=CI_METHOD)
+print(f"{len(runs)} runs, {len(history)} history rows; primary metric {A.metric} ({A.mode}), control {A.control or '-'}")"""
+
+SECTIONS: list[Section] = [
+    Section(
+        "Conclusion (recomputed)",
+        "The same conclusion, recomputed from MLflow when this notebook ran.",
+        ["display(Markdown(A.conclusion))"],
+    ),
+    Section(
+        "Overview",
+        "The sweep as its parent run records it, and every run by outcome. Runs that failed, "
+        "diverged or were stopped early are counted here and listed below; they are not in the statistics.",
+        [
+            "display(report.overview_table(A))",
+            "display(A.counts)",
+            "display(A.excluded if len(A.excluded) else Markdown('All runs completed: none left out.'))",
+        ],
+    ),
+    Section(
+        "Leaderboard",
+        "Each run's value is its metric **at the end of its fixed budget**, never its best over evals "
+        "(taking the best inflates results). Searches rank trials at the same rung, as ASHA does.",
+        [
+            "display(report.leaderboard_table(A))",
+            "if A.kind == 'search':\n    display(A.rungs)",
+        ],
+    ),
+    Section(
+        "Statistics",
+        "Every arm against the control. Shared seeds: paired t-test (primary), Wilcoxon signed-rank only "
+        "with >= 6 pairs (with 5 its smallest two-sided p is 0.0625); unshared seeds: Welch's t-test. "
+        "Holm correction across arms on the primary metric; other metrics are **exploratory**. "
+        "CIs: t-interval (n < 10), or a seeded BCa bootstrap with `CI_METHOD = 'bca'` and n >= 10.",
+        [
+            "display(report.comparison_table(A, 'primary'))",
+            "display(report.comparison_table(A, 'exploratory'))",
+            "display(report.power_table(A))",
+        ],
+        when=lambda a: a.kind != "search",
+    ),
+    Section(
+        "Curves",
+        "Learning curves: mean over seeds per arm with a 95% t-interval band (completed runs); "
+        "final values per run; accuracy against ACT steps.",
+        [
+            "plots.show(plots.learning_curves(history, A.metric), f'No run has logged {A.metric} yet.')",
+            "plots.show(plots.learning_curves(history, report.TRAIN_LOSS), 'No training loss logged.')",
+            "plots.show(plots.final_values(A.values, A.metric, A.arm_order, A.control), f'No final values of {A.metric} yet.')",
+            "plots.show(plots.pareto(runs), 'No eval/exact_accuracy and eval/steps to plot against each other yet.')",
+        ],
+        when=lambda a: a.kind != "search",
+    ),
+    Section(
+        "Curves",
+        "Every trial's curve with the best at the top rung highlighted; values at each rung; "
+        "accuracy against ACT steps for the trials that ran their full budget.",
+        [
+            "plots.show(plots.trial_curves(history, A.metric, A.leaderboard, A.rungs.get('rung', [])),"
+            " f'No trial has logged {A.metric} yet.')",
+            "plots.show(plots.rung_values(report.rung_values(A), A.metric), 'No rung values yet.')",
+            "plots.show(plots.pareto(runs, by=None), 'No eval/exact_accuracy and eval/steps to plot against each other yet.')",
+        ],
+        when=lambda a: a.kind == "search",
+    ),
+    Section(
+        "Search",
+        "Parameter importance from the sweep's persisted Optuna study (or, if it cannot be read, "
+        "|Spearman rho|), and parallel coordinates; both compare every trial at the same step.",
+        [
+            "print(A.importance_method)\nplots.show(plots.param_importance(A.importances, A.importance_method), 'No parameter importances.')",
+            "plots.show(plots.parallel_coordinates(A.board_runs, A.search_params, A.board_runs.get('value_at_common_rung'), A.metric,\n"
+            "                                      A.mode, f'{A.metric} at step {A.common_rung}, which every trial reached'),\n"
+            "           'Too few trials with values for parallel coordinates.')",
+        ],
+        when=lambda a: a.kind == "search",
+    ),
+    Section(
+        "Variant panels",
+        "Gate means and saturation, the feudal losses and goal alignment, and curriculum stage boundaries, "
+        "where the sweep logged them.",
+        [
+            "plots.show(plots.gate_panel(history), 'No gate/* metrics logged: no arm uses gating.')",
+            "plots.show(plots.feudal_panel(history), 'No feudal/* metrics logged: no arm uses the feudal head.')",
+            "plots.show(plots.curriculum_panel(history, A.metric), 'No curriculum/stage logged: no arm uses a curriculum.')",
+        ],
+    ),
+    Section(
+        "MLflow runs",
+        "Links open the MLflow UI (`make mlflow-ui` for the embedded store; set `UI_URL` otherwise).",
+        ["display(HTML(report.links_html(A, UI_URL)))"],
+    ),
+]
+
+
+def build_notebook(title: str, conclusion: str, parameters: dict[str, Any], analysis: Any) -> nbformat.NotebookNode:
+    """Conclusion cell first, then the tagged parameters cell, setup, and the sections
+    that apply to this sweep."""
+    cells = [new_markdown_cell(f"# {title}\n\n{conclusion}")]
+    params = "# Parameters (papermill-style: re-run with others to re-report)\n" + "\n".join(
+        f"{k} = {v!r}" for k, v in parameters.items()
+    )
+    cells.append(new_code_cell(params, metadata={"tags": ["parameters"]}))
+    cells.append(new_code_cell(SETUP))
+    for section in SECTIONS:
+        if not section.when(analysis):
+            continue
+        cells.append(new_markdown_cell(f"## {section.title}\n\n{section.intro}"))
+        cells.extend(new_code_cell(src) for src in section.cells)
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": KERNEL_DISPLAY_NAME, "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+# --------------------------------------------------------------------------------------
+# execution and export
+# --------------------------------------------------------------------------------------
+def execute(nb: nbformat.NotebookNode, timeout: int = EXECUTE_TIMEOUT_S, cwd: Path = PROJECT_ROOT) -> nbformat.NotebookNode:
+    """Run every cell headless on the project kernel (named explicitly); the kernel starts
+    in the project root so ``analysis`` imports even without an install. The kernel's own
+    stderr (start-up chatter) goes to a temp file, quoted only if the kernel dies."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    kernel = ensure_kernel()
+    client = NotebookClient(nb, kernel_name=kernel, timeout=timeout, allow_errors=False, resources={"metadata": {"path": str(cwd)}})
+    with tempfile.TemporaryFile("w+") as log:
+        try:
+            client.execute(stderr=log)
+        except CellExecutionError as e:
+            lines = str(e).strip().splitlines()
+            raise ReportError(f"a report cell failed: {lines[-1] if lines else e}") from None
+        except (CellTimeoutError, DeadKernelError) as e:
+            log.seek(0)
+            tail = [line for line in log.read().splitlines() if line.strip()][-1:]
+            raise ReportError(f"report notebook did not finish: {e}" + (f" ({tail[0]})" if tail else "")) from None
+    return nb
+
+
+def error_cells(nb: nbformat.NotebookNode) -> int:
+    """How many code cells have an error output."""
+    return sum(any(o.get("output_type") == "error" for o in c.get("outputs", [])) for c in nb.cells if c.cell_type == "code")
+
+
+def to_html(nb: nbformat.NotebookNode) -> str:
+    """Self-contained HTML (figures inlined as base64 PNG)."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    return body
+
+
+def write(nb: nbformat.NotebookNode, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+
+
+__all__ = ["KERNEL_NAME", "AnalysisError", "ReportError", "Section", "SECTIONS", "build_notebook", "ensure_kernel", "execute", "to_html"]

@@ -1,0 +1,79 @@
+"""The generated report notebook, executed headless on the project kernel, exported to
+HTML and attached to the sweep's parent run; and the CLI end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from analysis import notebook, report, synthetic
+from analysis.loading import load_sweep
+from hrm_core import names
+from tests.conftest import PROJECT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-report")
+    uri = synthetic.new_store(str(root))
+    art = str(root / "artifacts")
+    abl = synthetic.make_ablation(
+        "nb-abl", {"gated": 0.08, "feudal": 0.0}, outcomes={("feudal", 1): names.OUTCOME_ERROR},
+        variants={"gated": ["gate"], "feudal": ["feudal"]}, stages={"control": [70, 140]}, rng=3,
+    )
+    ids = {"abl": synthetic.write_sweep(uri, abl, artifact_root=art)}
+    srch = synthetic.make_search("nb-srch", n_trials=12)
+    ids["search"] = synthetic.write_sweep(uri, srch, artifact_root=art, optuna_dir=str(root / "optuna"))
+    return uri, ids, root
+
+
+def _images(nb) -> int:
+    return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_ablation_notebook_executes_and_is_attached(store):
+    from mlflow.tracking import MlflowClient
+
+    uri, ids, root = store
+    res = report.build_report(parent_run=ids["abl"], tracking_uri=uri, out=root / "abl-report")
+    nb = nbformat.read(str(res.notebook), as_version=4)
+    assert notebook.error_cells(nb) == 0
+    first, params = nb.cells[0], nb.cells[1]
+    assert first.cell_type == "markdown" and "**gated beats control** by +" in first.source and "95% CI" in first.source
+    assert params.metadata["tags"] == ["parameters"] and f"PARENT_RUN_ID = {ids['abl']!r}" in params.source
+    assert nb.metadata["kernelspec"]["name"] == notebook.KERNEL_NAME
+    headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
+    for section in ("Overview", "Leaderboard", "Statistics", "Curves", "Variant panels", "MLflow runs"):
+        assert f"## {section}" in headings
+    # learning curves (objective, train loss), final values, Pareto, gates, feudal, curriculum
+    assert _images(nb) == 7
+    html = res.html.read_text()
+    assert html.count("data:image/png;base64") >= 7 and "gated beats control" in html
+    artifacts = {f.path for f in MlflowClient(tracking_uri=uri).list_artifacts(ids["abl"], report.ARTIFACT_DIR)}
+    assert artifacts == {f"{report.ARTIFACT_DIR}/report.ipynb", f"{report.ARTIFACT_DIR}/report.html"}
+    info = load_sweep(parent_run=ids["abl"], tracking_uri=uri)[0]
+    assert report.default_out_dir(info) == Path(PROJECT) / "reports" / "nb-abl" / ids["abl"]
+
+
+def test_cli_search_report(store):
+    uri, ids, root = store
+    out = root / "search-report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis.report", "nb-srch", "--tracking-uri", uri, "--out", str(out), "--no-upload"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"notebook: {out / 'report.ipynb'}" in proc.stdout and f"html: {out / 'report.html'}" in proc.stdout
+    nb = nbformat.read(str(out / "report.ipynb"), as_version=4)
+    assert notebook.error_cells(nb) == 0
+    assert "Best trial at the top rung" in nb.cells[0].source
+    headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
+    assert "## Search" in headings and "## Statistics" not in headings
+    # trial curves, values at each rung, Pareto, importance, parallel coordinates
+    assert _images(nb) == 5
