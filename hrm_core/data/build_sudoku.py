@@ -17,28 +17,28 @@ example each. Test: no augmentation, one group per puzzle. Tokens are cell value
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
-import shutil
 import sys
-import time
 from array import array
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from hrm_core.data import sudoku
-from hrm_core.data.format import (
-    DatasetError,
-    PuzzleDatasetMetadata,
-    dataset_fingerprint,
-    write_identifiers,
-    write_split,
+from hrm_core.data.builder import (
+    BuildError,
+    check_replaceable,
+    csv_rows,
+    params_from_args,
+    run_cli,
+    staged_output,
+    subsample,
+    write_build_info,
 )
+from hrm_core.data.format import PuzzleDatasetMetadata, write_identifiers, write_split
 
 BUILDER = "hrm_core.data.build_sudoku"
+KIND = "sudoku"
 # Generated mode gives up after this many candidate puzzles per puzzle wanted (plus a floor):
 # enough for any reachable difficulty filter, finite for an unreachable one.
 _ATTEMPTS_PER_PUZZLE = 100
@@ -110,10 +110,6 @@ class SudokuBuildParams:
         return argv
 
 
-class BuildError(RuntimeError):
-    """The recipe is valid but cannot be fulfilled (unreachable difficulty, bad CSV, ...)."""
-
-
 # ----- sources ---------------------------------------------------------------------------------
 Pair = tuple[np.ndarray, np.ndarray]
 
@@ -147,27 +143,6 @@ def _generate(
     return out
 
 
-def _csv_rows(path: str):
-    """Yield (line number, row) after the header; the header's names are not checked (as the reference)."""
-    try:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            if next(reader, None) is None:
-                raise BuildError(f"{path}: empty file, expected a 'source,q,a,rating' header")
-            for line_no, row in enumerate(reader, start=2):
-                if not row:
-                    continue
-                if len(row) < 4:
-                    raise BuildError(
-                        f"{path}:{line_no}: expected 4 columns (source,q,a,rating), found {len(row)}"
-                    )
-                yield line_no, row
-    except OSError as e:
-        raise BuildError(f"{path}: cannot read: {e.strerror or e}") from None
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise BuildError(f"{path}: malformed CSV: {e}") from None
-
-
 def _read_csv(
     path: str, size: int, min_difficulty: int, keep: int | None, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -176,19 +151,19 @@ def _read_csv(
     Two passes (ratings, then the chosen grids) so a multi-million-row file never sits in memory.
     """
     eligible = array("q")
-    for line_no, row in _csv_rows(path):
+    for line_no, row in csv_rows(path):
         try:
             rating = int(row[3])
         except ValueError:
             raise BuildError(f"{path}:{line_no}: rating {row[3]!r} is not an integer") from None
         if rating >= min_difficulty:
             eligible.append(line_no)
-    chosen = np.frombuffer(eligible, dtype=np.int64)[_subsample(len(eligible), keep, rng)]
+    chosen = np.frombuffer(eligible, dtype=np.int64)[subsample(len(eligible), keep, rng)]
     wanted = set(chosen.tolist())
     cells = size * size
     qs: list[str] = []
     answers: list[str] = []
-    for line_no, row in _csv_rows(path):
+    for line_no, row in csv_rows(path):
         if line_no not in wanted:
             continue
         q, a = row[1].strip(), row[2].strip()
@@ -231,13 +206,6 @@ def _check_pairs(path: str, lines: np.ndarray, puzzles: np.ndarray, solutions: n
         i = int(bad[0])
         problem = "is not a valid solved grid" if not valid[i] else "disagrees with the puzzle's givens"
         raise BuildError(f"{path}:{int(lines[i])}: answer {problem}")
-
-
-def _subsample(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray:
-    """Indices of a seeded random subset of size k, in file order (all rows if k is None or >= n)."""
-    if k is None or k >= n:
-        return np.arange(n)
-    return np.sort(rng.choice(n, size=k, replace=False))
 
 
 # ----- assembly --------------------------------------------------------------------------------
@@ -328,52 +296,21 @@ def _collect(params: SudokuBuildParams) -> tuple[dict[str, np.ndarray], dict[str
 
 
 # ----- output ----------------------------------------------------------------------------------
-def _looks_like_dataset(path: Path) -> bool:
-    """Only replace directories we could have written, never arbitrary user data."""
-    if not path.is_dir():
-        return False
-    return (
-        not any(path.iterdir())
-        or (path / "build_info.json").is_file()
-        or (path / "identifiers.json").is_file()
-    )
-
-
 def _build(params: SudokuBuildParams, cli_argv: list[str] | None) -> dict:
     """Validate, build into a temp dir, then swap it in so readers never see a half dataset."""
     params.validate()
-    out = Path(params.output_dir)
-    if out.exists() and not _looks_like_dataset(out):
-        raise BuildError(f"{out} exists and is not a dataset directory; refusing to replace it")
+    check_replaceable(params.output_dir)  # before the (possibly long) generation
     train, test = _collect(params)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_output(params.output_dir) as tmp:
         write_split(tmp, "train", _metadata(params.size, train), {"all": train})
         write_split(tmp, "test", _metadata(params.size, test), {"all": test})
         write_identifiers(tmp, ["<blank>"])
-        info = {
-            "builder": BUILDER,
-            "argv": params.to_argv(),
-            "cli_argv": cli_argv,
-            "seed": params.seed,
-            "params": asdict(params),
-            "fingerprint": dataset_fingerprint(tmp),
-            "counts": {
-                "train_groups": len(train["group_indices"]) - 1,
-                "train_examples": len(train["inputs"]),
-                "test_examples": len(test["inputs"]),
-            },
+        counts = {
+            "train_groups": len(train["group_indices"]) - 1,
+            "train_examples": len(train["inputs"]),
+            "test_examples": len(test["inputs"]),
         }
-        (tmp / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        info = write_build_info(tmp, params, builder=BUILDER, kind=KIND, cli_argv=cli_argv, counts=counts)
     return info
 
 
@@ -429,40 +366,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: one-line errors, one-line summary."""
-    parser = _parser()
-    raw = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(raw)
-    params = SudokuBuildParams(
-        output_dir=args.output_dir,
-        size=args.size,
-        subsample_size=args.subsample_size,
-        num_aug=args.num_aug,
-        min_difficulty=args.min_difficulty,
-        blanks=args.blanks,
-        test_size=args.test_size,
-        seed=args.seed,
-        source_csv=args.source_csv,
-        source_csv_test=args.source_csv_test,
-    )
-    try:
-        params.validate()
-    except ValueError as e:
-        parser.error(str(e))
-    start = time.perf_counter()
-    try:
-        info = _build(params, cli_argv=raw)
-    except (BuildError, DatasetError, OSError) as e:
-        print(f"build_sudoku: error: {e}", file=sys.stderr)
-        return 1
+def _summary(info: dict, params: SudokuBuildParams, seconds: float) -> str:
     counts = info["counts"]
-    print(
+    return (
         f"built sudoku {params.size}x{params.size}: train {counts['train_groups']} puzzles x "
         f"{1 + params.num_aug} = {counts['train_examples']} examples, test {counts['test_examples']} "
-        f"examples -> {params.output_dir} in {time.perf_counter() - start:.1f} s"
+        f"examples -> {params.output_dir} in {seconds:.1f} s"
     )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: one-line errors, one-line summary."""
+    return run_cli(
+        argv,
+        name="build_sudoku",
+        parser=_parser(),
+        make_params=lambda args: params_from_args(SudokuBuildParams, args),
+        build=lambda params, raw, _args: _build(params, cli_argv=raw),
+        summary=_summary,
+    )
 
 
 if __name__ == "__main__":
