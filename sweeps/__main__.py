@@ -14,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("sweep")
     run.add_argument("overrides", nargs="*", help="sweep-file overrides, e.g. num_samples=4 seeds=[0,1]")
     run.add_argument("--scale", choices=["smoke", "cpu", "gpu"])
-    run.add_argument("--extend", action="store_true", help="add seeds/arms to a finished ablation (not yet supported)")
+    run.add_argument("--extend", action="store_true", help="add seeds/arms to the latest finished invocation of an ablation "
+                     "(runs only the new (arm, seed) pairs, under the same parent run)")
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
     res = sub.add_parser("resume", help="finish an interrupted sweep")
     res.add_argument("sweep")
@@ -48,11 +49,14 @@ def main(argv: list[str] | None = None) -> int:
             list_sweeps()
             return 0
         if args.cmd == "run":
-            if args.extend:
-                raise UserError("--extend is not available yet: run the extra seeds as a new invocation")
             from sweeps.runner import run_sweep, write_report
 
-            parent = run_sweep(args.sweep, args.scale, args.overrides)
+            if args.extend:
+                from sweeps.extend import extend_sweep
+
+                parent = extend_sweep(args.sweep, args.scale, args.overrides)
+            else:
+                parent = run_sweep(args.sweep, args.scale, args.overrides)
             if not args.no_report:
                 write_report(parent)
             return 0

@@ -74,17 +74,19 @@ def _tuner_parts(prep: Prepared, parent_id: str, storage: str, uri: str, experim
 
     from sweeps.mlflow_callback import MlflowTrialLogger
     from trainables.hrm_trainable import SWEEP_KEY, train_hrm
+    from trainables.resources import trial_resources
 
     spec = prep.spec
     ctx = {
         "base": list(spec.base),
         "cpus_per_trial": spec.resources.cpu,
         "gpus_per_trial": spec.resources.gpu,
+        "workers_per_trial": spec.resources.workers,
         "dataset_fingerprint": prep.fingerprint,
         "name": spec.name,
         **spec.test_hooks.model_dump(),
     }
-    trainable = tune.with_resources(train_hrm, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    trainable = tune.with_resources(train_hrm, trial_resources(spec.resources))
     callback = MlflowTrialLogger(uri, experiment_id, parent_id, spec.name, common_tags)
     run_config = tune.RunConfig(
         name=f"{spec.name}-{parent_id[:12]}",
@@ -95,6 +97,15 @@ def _tuner_parts(prep: Prepared, parent_id: str, storage: str, uri: str, experim
         verbose=0,
     )
     return ctx, trainable, run_config, SWEEP_KEY
+
+
+def _concurrency(spec: SweepSpec) -> int:
+    """Never more trials at once than the cluster can hold (a DDP trial holds its workers)."""
+    import ray
+
+    from trainables.resources import max_concurrent_trials
+
+    return max_concurrent_trials(spec.resources, spec.max_concurrent, ray.cluster_resources())
 
 
 def _tune_config_and_space(prep: Prepared, ctx: dict, sweep_key: str, study_storage: str, study_name: str):
@@ -110,7 +121,7 @@ def _tune_config_and_space(prep: Prepared, ctx: dict, sweep_key: str, study_stor
             for arm, overrides in spec.arms.items()
         ]
         space = {sweep_key: ctx, "__trial": tune.grid_search(trials)}
-        cfg = tune.TuneConfig(num_samples=1, max_concurrent_trials=spec.max_concurrent, time_budget_s=spec.time_budget_s)
+        cfg = tune.TuneConfig(num_samples=1, max_concurrent_trials=_concurrency(spec), time_budget_s=spec.time_budget_s)
         return cfg, space
     import optuna
     from optuna.storages import RDBStorage
@@ -138,7 +149,7 @@ def _tune_config_and_space(prep: Prepared, ctx: dict, sweep_key: str, study_stor
     ctx = {**ctx, "base": [*ctx["base"], f"seed={seed}"]}
     cfg = tune.TuneConfig(
         search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
-        max_concurrent_trials=spec.max_concurrent, time_budget_s=spec.time_budget_s,
+        max_concurrent_trials=_concurrency(spec), time_budget_s=spec.time_budget_s,
     )
     return cfg, {sweep_key: ctx}
 
@@ -256,7 +267,9 @@ def resume_sweep(name_or_path: str, invocation: str | None = None, log=print) ->
     client.update_run(parent_id, status="RUNNING")
     client.set_tag(parent_id, names.TAG_SWEEP_STATUS, "running")
     _init_ray(prep.spec)
-    trainable = tune.with_resources(train_hrm, {"cpu": prep.spec.resources.cpu, "gpu": prep.spec.resources.gpu})
+    from trainables.resources import trial_resources
+
+    trainable = tune.with_resources(train_hrm, trial_resources(prep.spec.resources))
     # The run config, with the MLflow logger, is restored from the Tune state; the logger
     # finds each trial's own MLflow run again by its tags.
     tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, restart_errored=True)

@@ -103,7 +103,7 @@ class Sampler(_Strict):
 class Resources(_Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
-    workers: int = Field(1, ge=1)  # > 1: Ray Train's TorchTrainer (DDP) inside the trial
+    workers: int = Field(1, ge=1)  # > 1: Ray Train's TorchTrainer (DDP) inside the trial; cpu/gpu are then per worker
 
 
 class ScaleOverrides(_Strict):

@@ -8,6 +8,7 @@ cluster at RAY_ADDRESS, before any MLflow run exists.
 from __future__ import annotations
 
 import os
+import sys
 
 from hrm_core.compose import compose_config, group_options
 from hrm_core.config import VALID_KEYS, TrainConfig
@@ -72,7 +73,11 @@ def check_resources(spec: SweepSpec, path: str) -> str:
     need_cpu = spec.resources.cpu * spec.resources.workers
     need_gpu = spec.resources.gpu * spec.resources.workers
     address = os.environ.get("RAY_ADDRESS")
-    if address:
+    ray_mod = sys.modules.get("ray")
+    if ray_mod is not None and ray_mod.is_initialized():  # a Ray this process already runs
+        have = ray_mod.cluster_resources()
+        have_cpu, have_gpu, where = have.get("CPU", 0), have.get("GPU", 0), "the running Ray instance"
+    elif address:
         import ray
 
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
@@ -109,6 +114,12 @@ def validate(spec: SweepSpec, path: str, check_cluster: bool = True) -> list[Tra
     for cfg in configs:
         if spec.resources.gpu == 0 and cfg.device == "cuda":
             raise UserError(f"{path}: the training config asks for device=cuda but resources.gpu is 0")
+    from trainables.resources import check_resources as check_shares
+
+    try:
+        check_shares(spec.resources)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
     if check_cluster:
         check_resources(spec, path)
     return configs
