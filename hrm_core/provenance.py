@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from hrm_core.datasets import project_root
@@ -16,7 +17,8 @@ def _git(*args: str) -> str | None:
 
 
 def git_commit() -> str:
-    return _git("rev-parse", "HEAD") or "unknown"
+    # The GPU image has no .git: its build records the commit in HRM_GIT_COMMIT.
+    return _git("rev-parse", "HEAD") or os.environ.get("HRM_GIT_COMMIT") or "unknown"
 
 
 def git_dirty() -> bool:

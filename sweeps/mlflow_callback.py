@@ -1,12 +1,15 @@
 """The driver's MLflow writer: one child run per trial under the sweep's parent run.
 
 Runs in the driver process only, so the SQLite store has a single writer. A retried or
-resumed trial is found again by its tags and continues its own run.
+resumed trial is found again by its tags and continues its own run. With a tracking server,
+writes go through ``SpoolingClient`` (sweeps/tracking_health.py): a server restart mid-sweep
+spools them to disk and replays them in order, so nothing is lost or logged twice.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 
 from ray.tune import Callback
@@ -25,9 +28,20 @@ def find_child_run(client, experiment_id: str, parent_id: str, trial_id: str):
 
 
 class MlflowTrialLogger(Callback):
-    def __init__(self, uri: str, experiment_id: str, parent_id: str, sweep: str, common_tags: dict[str, str]):
+    def __init__(
+        self,
+        uri: str,
+        experiment_id: str,
+        parent_id: str,
+        sweep: str,
+        common_tags: dict[str, str],
+        spool_dir: str | None = None,
+    ):
         self.uri, self.experiment_id, self.parent_id, self.sweep = uri, experiment_id, parent_id, sweep
         self.common_tags = common_tags
+        # where writes wait while the tracking server is away: next to the Tune results (a
+        # local folder; the default one when the Tune storage is remote)
+        self.spool_dir = spool_dir
         self._client = None
         self._runs: dict[str, str] = {}
         self._params_logged: set[str] = set()
@@ -43,13 +57,25 @@ class MlflowTrialLogger(Callback):
     def client(self):
         if self._client is None:
             from hrm_core.tracking import get_client
+            from sweeps.tracking_health import SpoolingClient, bound_http_retries, is_http, spool_file
 
-            self._client = get_client(self.uri)
+            if is_http(self.uri):
+                bound_http_retries()  # a down server costs seconds, then the spool takes over
+            # (getattr: callbacks pickled by an older version have no spool_dir)
+            folder = getattr(self, "spool_dir", None) or _default_spool_dir()
+            self._client = SpoolingClient(get_client(self.uri), spool_file(folder, self.sweep, self.parent_id))
         return self._client
 
     def run_id(self, trial) -> str:
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
+        # look up, then create: repeated as a whole while the server is away, so a create whose
+        # answer was lost is found by the next lookup instead of made twice
+        run_id = self.client.retrying(lambda: self._find_or_create(trial))
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def _find_or_create(self, trial) -> str:
         existing = find_child_run(self.client, self.experiment_id, self.parent_id, trial.trial_id)
         if existing is not None:
             run_id = existing.info.run_id
@@ -68,7 +94,6 @@ class MlflowTrialLogger(Callback):
             }
             run = self.client.create_run(self.experiment_id, run_name=names.child_run_name(self.sweep, trial.trial_id), tags=tags)
             run_id = run.info.run_id
-        self._runs[trial.trial_id] = run_id
         return run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -145,6 +170,17 @@ class MlflowTrialLogger(Callback):
         if trial.error_file:
             self.client.set_tag(run_id, "hrm.error_file", trial.error_file)
         self._end(trial, names.OUTCOME_ERROR)
+
+    def on_experiment_end(self, trials, **info):
+        # writes spooled during an outage reach the server before the sweep is summarised
+        if self._client is not None:
+            self._client.flush()
+
+
+def _default_spool_dir() -> str:
+    from sweeps.spec import PROJECT
+
+    return os.path.join(PROJECT, "ray_results")
 
 
 def _describe(config: dict) -> str:

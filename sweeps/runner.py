@@ -87,7 +87,8 @@ def _tuner_parts(prep: Prepared, parent_id: str, storage: str, uri: str, experim
         **spec.test_hooks.model_dump(),
     }
     trainable = tune.with_resources(train_hrm, trial_resources(spec.resources))
-    callback = MlflowTrialLogger(uri, experiment_id, parent_id, spec.name, common_tags)
+    spool_dir = storage if "://" not in storage else DEFAULT_STORAGE
+    callback = MlflowTrialLogger(uri, experiment_id, parent_id, spec.name, common_tags, spool_dir=spool_dir)
     run_config = tune.RunConfig(
         name=f"{spec.name}-{parent_id[:12]}",
         storage_path=storage,
@@ -158,7 +159,9 @@ def run_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] 
     """Run a sweep to the end. Returns the parent run id."""
     from hrm_core.provenance import git_commit, git_dirty
     from hrm_core.tracking import ensure_experiment, get_client, tracking_uri
+    from sweeps.tracking_health import probe
 
+    probe(tracking_uri())  # an unreachable server fails in seconds, before anything starts
     prep = prepare(name_or_path, scale, overrides, log=log)
     spec = prep.spec
     uri = tracking_uri()
@@ -180,9 +183,10 @@ def run_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] 
     parent_id = parent.info.run_id
     client.log_artifact(parent_id, prep.path)
     client.log_text(parent_id, json.dumps(spec.model_dump(), indent=2, default=str), "sweep_resolved.json")
-    tune_path = os.path.join(storage, f"{spec.name}-{parent_id[:12]}")
-    study_storage = f"sqlite:///{os.path.join(storage, f'{spec.name}-{parent_id[:12]}.optuna.db')}"
-    os.makedirs(storage, exist_ok=True) if "://" not in storage else None
+    tune_path = os.path.join(storage, f"{spec.name}-{parent_id[:12]}") if "://" not in storage else f"{storage.rstrip('/')}/{spec.name}-{parent_id[:12]}"
+    study_dir = storage if "://" not in storage else DEFAULT_STORAGE  # the Optuna study is a local SQLite file
+    os.makedirs(study_dir, exist_ok=True)
+    study_storage = f"sqlite:///{os.path.join(study_dir, f'{spec.name}-{parent_id[:12]}.optuna.db')}"
     client.set_tag(parent_id, TAG_TUNE_PATH, tune_path)
     if spec.kind == "search":
         client.set_tag(parent_id, names.TAG_OPTUNA_STORAGE, study_storage)
@@ -252,8 +256,11 @@ def resume_sweep(name_or_path: str, invocation: str | None = None, log=print) ->
     """Finish an interrupted sweep: finished trials are kept, interrupted ones continue."""
     from ray import tune
 
+    from hrm_core.tracking import tracking_uri
+    from sweeps.tracking_health import probe
     from trainables.hrm_trainable import train_hrm
 
+    probe(tracking_uri())
     spec0, path = load_spec(name_or_path)
     client, parent = find_invocation(spec0.name, invocation)
     tags = parent.data.tags
