@@ -29,3 +29,25 @@ def sudoku4_dataset(tmp_path_factory) -> str:
 
 def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+# --- helpers shared by the sweep end-to-end tests ---------------------------------------------
+def write_sweep(tmp_path, text: str, name: str = "sweep.yaml") -> str:
+    """A sweep file in tmp_path whose Tune results stay in tmp_path too."""
+    path = tmp_path / name
+    path.write_text(text + f"storage_path: {tmp_path / 'ray'}\n")
+    return str(path)
+
+
+def child_runs(client, parent_id):
+    from hrm_core import names
+
+    parent = client.get_run(parent_id)
+    return client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{names.TAG_INVOCATION}` = '{parent_id}'")
+
+
+def no_duplicate_points(client, run_id, key="train/lm_loss"):
+    """Sorted steps of a metric, asserting no (step, key) was logged twice."""
+    steps = [m.step for m in client.get_metric_history(run_id, key)]
+    assert len(steps) == len(set(steps)), f"a (step, {key}) logged twice"
+    return sorted(steps)

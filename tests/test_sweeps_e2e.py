@@ -11,6 +11,9 @@ import time
 import pytest
 
 from hrm_core import names
+from tests.conftest import child_runs as children
+from tests.conftest import no_duplicate_points
+from tests.conftest import write_sweep as write
 
 pytestmark = pytest.mark.slow
 
@@ -36,21 +39,10 @@ def store(tmp_path, monkeypatch):
     return MlflowClient(uri)
 
 
-def write(tmp_path, text: str) -> str:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(text + f"storage_path: {tmp_path / 'ray'}\n")
-    return str(path)
 
 
-def children(client, parent_id):
-    parent = client.get_run(parent_id)
-    return client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{names.TAG_INVOCATION}` = '{parent_id}'")
 
 
-def no_duplicate_points(client, run_id, key="train/lm_loss"):
-    steps = [m.step for m in client.get_metric_history(run_id, key)]
-    assert len(steps) == len(set(steps)), f"a (step, {key}) logged twice"
-    return sorted(steps)
 
 
 def test_ablation_arms_by_seeds_with_named_control(ray_local, store, tmp_path):

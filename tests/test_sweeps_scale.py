@@ -13,6 +13,9 @@ import time
 import pytest
 
 from hrm_core import names
+from tests.conftest import child_runs as children
+from tests.conftest import no_duplicate_points as steps_of
+from tests.conftest import write_sweep as write
 from trainables.resources import (
     DRIVER_MEMORY,
     check_fits,
@@ -114,21 +117,10 @@ def scale_runner(monkeypatch, ray_scale):
     return runner
 
 
-def write(tmp_path, text: str, name: str = "sweep.yaml") -> str:
-    path = tmp_path / name
-    path.write_text(text + f"storage_path: {tmp_path / 'ray'}\n")
-    return str(path)
 
 
-def children(client, parent_id):
-    parent = client.get_run(parent_id)
-    return client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{names.TAG_INVOCATION}` = '{parent_id}'")
 
 
-def steps_of(client, run_id, key="train/lm_loss"):
-    steps = [m.step for m in client.get_metric_history(run_id, key)]
-    assert len(steps) == len(set(steps)), f"a (step, {key}) logged twice"
-    return sorted(steps)
 
 
 DDP_SWEEP = """\
