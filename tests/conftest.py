@@ -27,6 +27,16 @@ def sudoku4_dataset(tmp_path_factory) -> str:
     return path
 
 
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A real MLflow SQLite store in tmp_path, and MLFLOW_TRACKING_URI pointing at it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
 def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]
 

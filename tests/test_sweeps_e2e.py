@@ -30,15 +30,6 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(uri)
-
-
 
 
 

@@ -77,15 +77,6 @@ def ray_scale():
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(uri)
-
-
-@pytest.fixture
 def scale_runner(monkeypatch, ray_scale):
     """The runner as it is once the lead applies the change this work asks for in
     ``sweeps/runner.py`` (``workers_per_trial`` in the trial context, resources from
