@@ -70,6 +70,7 @@ TAG_GIT_DIRTY = "hrm.git_dirty"
 TAG_CONFIG_HASH = "hrm.config_hash"
 TAG_DATASET_FINGERPRINT = "hrm.dataset_fingerprint"
 TAG_OUTCOME = "hrm.outcome"
+TAG_CHECKPOINT = "hrm.checkpoint"  # a trial's latest checkpoint Tune has registered (it resumes from it)
 TAG_RUN_KIND = "hrm.run_kind"  # "sweep" (parent), "trial" (child), "standalone"
 RUN_KIND_SWEEP = "sweep"
 RUN_KIND_TRIAL = "trial"

@@ -158,6 +158,11 @@ class MlflowTrialLogger(Callback):
         self.client.set_terminated(run_id, status=names.OUTCOME_STATUS[outcome])
         self._ended.add(trial.trial_id)
 
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        # Tune registers a checkpoint only after the trial's save task returns; a worker lost
+        # before that restarts from the previous one. The tag names the one it would resume from.
+        self.client.set_tag(self.run_id(trial), names.TAG_CHECKPOINT, checkpoint.path)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         # A trial that ends without reporting its outcome was stopped by the scheduler:
         # early if before its budget (ASHA also stops a trial that reached max_t).

@@ -61,3 +61,14 @@ def no_duplicate_points(client, run_id, key="train/lm_loss"):
     steps = [m.step for m in client.get_metric_history(run_id, key)]
     assert len(steps) == len(set(steps)), f"a (step, {key}) logged twice"
     return sorted(steps)
+
+
+def registered_checkpoint(client, sweep: str, arm: str):
+    """The path of an arm's checkpoint once Tune has registered it (the driver tags the run
+    then). A checkpoint folder on disk may still be unregistered: a worker lost at that
+    moment restarts from the previous checkpoint, so kill tests wait for this."""
+    from hrm_core import names
+
+    exp = client.get_experiment_by_name(names.experiment_name(sweep))
+    runs = client.search_runs([exp.experiment_id], f"tags.`{names.TAG_ARM}` = '{arm}'") if exp else []
+    return next((r.data.tags[names.TAG_CHECKPOINT] for r in runs if names.TAG_CHECKPOINT in r.data.tags), None)

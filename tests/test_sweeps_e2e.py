@@ -12,7 +12,7 @@ import pytest
 
 from hrm_core import names
 from tests.conftest import child_runs as children
-from tests.conftest import no_duplicate_points
+from tests.conftest import no_duplicate_points, registered_checkpoint
 from tests.conftest import write_sweep as write
 
 pytestmark = pytest.mark.slow
@@ -28,13 +28,6 @@ def ray_local():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-
-
-
-
-
 
 def test_ablation_arms_by_seeds_with_named_control(ray_local, store, tmp_path):
     from sweeps.runner import run_sweep
@@ -187,10 +180,8 @@ test_hooks: {{pid_dir: {pid_dir}}}
     def killer():
         deadline = time.time() + 240
         pid_file = pid_dir / "victim-0.pid"
-        ray_dir = tmp_path / "ray"
         while time.time() < deadline:
-            ckpts = list(ray_dir.glob("**/train_hrm*victim*/checkpoint_*")) if ray_dir.exists() else []
-            if pid_file.exists() and ckpts:
+            if pid_file.exists() and registered_checkpoint(store, "e2e_kill", "victim"):
                 pid = int(pid_file.read_text().split()[0])
                 os.kill(pid, signal.SIGKILL)
                 killed["pid"] = pid

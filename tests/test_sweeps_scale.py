@@ -15,6 +15,7 @@ import pytest
 from hrm_core import names
 from tests.conftest import child_runs as children
 from tests.conftest import no_duplicate_points as steps_of
+from tests.conftest import registered_checkpoint
 from tests.conftest import write_sweep as write
 from trainables.resources import (
     DRIVER_MEMORY,
@@ -145,7 +146,7 @@ def test_two_worker_ddp_trial_restores_and_matches_one_process(scale_runner, sto
     def killer():
         deadline, pid_file = time.time() + 240, pid_dir / "a-0.pid"
         while time.time() < deadline and not killed:
-            if pid_file.exists() and list((tmp_path / "ray").glob("**/train_hrm*/checkpoint_000000")):
+            if pid_file.exists() and registered_checkpoint(store, "scale_ddp", "a"):
                 pid = int(pid_file.read_text().split()[0])
                 try:
                     os.kill(pid, signal.SIGKILL)
