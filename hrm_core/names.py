@@ -56,6 +56,31 @@ FEUDAL_GATE_MEAN = "feudal/gate_mean"
 # gate/<module>/<source>_mean, gate/<module>/sat_low (< 0.1), gate/<module>/sat_high (> 0.9)
 RESUMED_FROM_STEP = "resumed_from_step"
 
+# Training-health diagnostics, logged at each eval step (cheap sums in between).
+DIAG_GRAD_NORM = "diag/grad_norm"  # global L2 norm of the dense gradients (after all-reduce)
+DIAG_GROUPS = ("embeddings", "H", "L", "heads")  # module groups of the update/weight ratio
+DIAG_UPDATE_RATIO = "diag/update_ratio/{group}"  # ||w_after - w_before|| / ||w_before|| of that step
+DIAG_PUZZLE_ROW_NORM_MEAN = "diag/puzzle_emb/row_norm_mean"  # over rows seen in training
+DIAG_PUZZLE_ROW_NORM_STD = "diag/puzzle_emb/row_norm_std"  # spread across those rows
+DIAG_PUZZLE_UPDATED_SHARE = "diag/puzzle_emb/updated_share"  # rows changed since the last report / all rows
+DIAG_Q_HALT_MEAN = "diag/q_halt_mean"  # mean q_halt logit over the steps since the last report
+DIAG_Q_CONTINUE_MEAN = "diag/q_continue_mean"
+# ACT halting steps of rows that halted since the last report (train), or the segment at
+# which each eval row would halt (first q_halt > q_continue, else halt_max_steps) (eval).
+DIAG_HALT_MEAN = "diag/halt_steps/{split}/mean"
+DIAG_HALT_AT_MAX = "diag/halt_steps/{split}/at_max_share"
+DIAG_HALT_SHARE = "diag/halt_steps/{split}/share_{k}"  # share of rows halting at segment k
+
+# Compute accounting (cumulative at the step they are logged).
+COMPUTE_TRAIN_FLOPS = "compute/train_flops"  # summary's train-step FLOPs x steps taken
+COMPUTE_FLOPS_PER_STEP = "compute/flops_per_step"  # the summary figure for the current stage
+COMPUTE_WALL_SECONDS = "compute/wall_seconds"  # time spent in the train loop (train + eval)
+COMPUTE_DEVICE_SECONDS = "compute/device_seconds"  # wall seconds x devices (ranks) of the trial
+# Parent-run (sweep) totals, written when the sweep is summarised.
+COMPUTE_SWEEP_FLOPS = "compute/sweep_train_flops"
+COMPUTE_SWEEP_DEVICE_SECONDS = "compute/sweep_device_seconds"
+COMPUTE_SAVED_FLOPS = "compute/early_stopping_saved_flops"  # planned minus taken, early-stopped trials
+
 # The metric every run reports at each eval (the sweep default objective).
 DEFAULT_OBJECTIVE = EVAL_EXACT_ACCURACY
 
@@ -71,10 +96,18 @@ TAG_CONFIG_HASH = "hrm.config_hash"
 TAG_DATASET_FINGERPRINT = "hrm.dataset_fingerprint"
 TAG_OUTCOME = "hrm.outcome"
 TAG_CHECKPOINT = "hrm.checkpoint"  # a trial's latest checkpoint Tune has registered (it resumes from it)
+TAG_ALERT_PREFIX = "hrm.alert."  # hrm.alert.<rule> = "step <n>: <message>" (first firing)
+ALERT_RULES = ("grad_explosion", "nonfinite", "act_always_max", "puzzle_emb_frozen", "gates_saturated", "eval_collapse")
+TAG_ALERTS = "hrm.alerts"  # comma-separated rules that fired ("" when healthy)
+TAG_REPRODUCES = "hrm.reproduces"  # on a reproduce run: the run id it reran
+TAG_REPRODUCE_MATCH = "hrm.reproduce_match"  # "bitwise" | "differs" (set at its end)
+RUN_CONTEXT_ARTIFACT = "run_context.json"  # config, seeds, git, dataset recipe, hardware, pip freeze
+GIT_DIFF_ARTIFACT = "git_diff.patch"  # logged when the tree was dirty
 TAG_RUN_KIND = "hrm.run_kind"  # "sweep" (parent), "trial" (child), "standalone"
 RUN_KIND_SWEEP = "sweep"
 RUN_KIND_TRIAL = "trial"
 RUN_KIND_STANDALONE = "standalone"
+RUN_KIND_REPRODUCE = "reproduce"
 # Parent-run tags.
 TAG_SWEEP_KIND = "hrm.sweep_kind"  # "search" | "ablation"
 TAG_SWEEP_HASH = "hrm.sweep_hash"  # hash of the sweep file: resume refuses a changed file
