@@ -79,6 +79,7 @@ class SweepInfo:
     optuna_study: str = ""
     start_time: float = math.nan
     parent_tags: dict[str, str] = field(default_factory=dict)
+    parent_metrics: dict[str, float] = field(default_factory=dict)  # e.g. the compute/sweep_* totals
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +124,7 @@ def _info_from_parent(client, uri: str, parent) -> SweepInfo:
         optuna_study=tags.get(names.TAG_OPTUNA_STUDY, ""),
         start_time=(parent.info.start_time or 0) / 1000.0,
         parent_tags=tags,
+        parent_metrics=dict(parent.data.metrics),
     )
 
 
@@ -172,7 +174,7 @@ def _load(client, uri: str, sweep: str | None, parent_run: str | None, experimen
             raise AnalysisError(f"experiment '{exp.name}' has no trial runs")
         info = _info_from_parent(client, uri, parents[0]) if parents else SweepInfo(uri, exp.experiment_id, exp.name, exp.name)
         if parents:
-            info.parent_run_id, info.parent_run_name = None, ""
+            info.parent_run_id, info.parent_run_name, info.parent_metrics = None, "", {}
         return info, trials
     if not parents:
         raise AnalysisError(f"sweep '{sweep}' has no parent run in experiment '{exp.name}'")

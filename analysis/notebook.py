@@ -86,7 +86,7 @@ plt.rcParams["figure.dpi"] = 90
 
 info, runs = loading.load_sweep(parent_run=PARENT_RUN_ID, tracking_uri=TRACKING_URI)
 history = loading.load_history(runs, report.history_metrics(runs, METRIC or info.objective))
-A = report.analyse(info, runs, history, metric=METRIC, mode=MODE, alpha=ALPHA, ci_method=CI_METHOD)
+A = report.analyse(info, runs, history, metric=METRIC, mode=MODE, alpha=ALPHA, ci_method=CI_METHOD, target=TARGET)
 print(f"{len(runs)} runs, {len(history)} history rows; primary metric {A.metric} ({A.mode}), control {A.control or '-'}")"""
 
 SECTIONS: list[Section] = [
@@ -174,8 +174,36 @@ SECTIONS: list[Section] = [
         ],
     ),
     Section(
+        "Compute",
+        "Training compute from the `compute/*` metrics: FLOPs are the model summary's train-step figure × the steps "
+        "taken (per curriculum stage; evaluation not counted), device-seconds the train loop's wall time × the trial's "
+        "devices. Accuracy against cumulative FLOPs, the compute each arm needed to reach a target (`TARGET`; "
+        "default 0.9 × the best arm's final mean), and totals per arm and for the sweep.",
+        [
+            "display(Markdown(report.compute_summary(A)))",
+            "plots.show(plots.compute_curves(A.curve, A.metric, None if A.kind == 'search' else 'arm', A.target),\n"
+            "           f'No {A.metric} with compute/train_flops to plot (runs from before compute accounting, or no eval yet).')",
+            "display(Markdown(f'**{report.target_heading(A)}**'))\ndisplay(report.compute_to_target_table(A))",
+            "display(report.compute_totals_table(A))",
+        ],
+    ),
+    Section(
+        "Health",
+        "Training-health alerts each run raised (tags `hrm.alert.<rule>` = `step <n>: <message>`, the first firing; "
+        "`hrm.alerts` lists the rules, empty when healthy, absent when the run was not checked), counted per arm, "
+        "and the diagnostics behind them (`diag/*`) where logged.",
+        [
+            "display(Markdown(report.health_summary(A)))",
+            "display(report.alerts_table(A))",
+            "display(report.alert_counts_table(A))",
+            "plots.show(plots.health_panel(history, 'outcome' if A.kind == 'search' else 'arm'),\n"
+            "           'No diag/grad_norm or diag/halt_steps/* logged (runs from before the diagnostics).')",
+        ],
+    ),
+    Section(
         "MLflow runs",
-        "Links open the MLflow UI (`make mlflow-ui` for the embedded store; set `UI_URL` otherwise).",
+        "Links open the MLflow UI (`make mlflow-ui` for the embedded store; set `UI_URL` otherwise). "
+        "Each run's reproduce command reruns it from its recorded context and says whether the rerun matches bitwise.",
         ["display(HTML(report.links_html(A, UI_URL)))"],
     ),
 ]

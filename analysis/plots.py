@@ -343,6 +343,81 @@ def curriculum_panel(history: pd.DataFrame, metric: str, by: str = "arm") -> Fig
     return fig
 
 
+def compute_curves(curve: pd.DataFrame, metric: str, by: str | None = "arm", target: float | None = None,
+                   conf: float = CONF) -> Figure | None:
+    """The metric against cumulative training FLOPs (``stats.metric_vs_compute``).
+
+    ``by="arm"``: per arm the mean over seeds at each eval step with a t-interval band,
+    drawn at the arm's mean FLOPs of that step (seeds of an arm take the same FLOPs per
+    step). ``by=None`` (searches): one line per trial, early-stopped trials dashed.
+    The target of the compute-to-target table is a dotted horizontal line."""
+    if curve.empty or curve["flops"].notna().sum() == 0:
+        return None
+    c = curve.dropna(subset=["flops"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    if by is None:
+        for _, sub in c.groupby("run_id"):
+            stopped = "outcome" in sub.columns and sub["outcome"].iloc[0] == names.OUTCOME_EARLY_STOPPED
+            ax.plot(sub["flops"], sub["value"], color="0.55" if stopped else "tab:blue", ls="--" if stopped else "-",
+                    lw=0.9, alpha=0.8)
+        ax.plot([], [], color="tab:blue", label="ran to the end")
+        ax.plot([], [], color="0.55", ls="--", label="stopped early")
+        title = f"{metric} vs training FLOPs per trial"
+    else:
+        groups = sorted(c[by].astype(str).unique())
+        colors = _colors(groups)
+        for g, sub in c.groupby(c[by].astype(str)):
+            pivot = sub.pivot_table(index="step", columns="run_id", values="value", aggfunc="last").sort_index()
+            x = sub.groupby("step")["flops"].mean().reindex(pivot.index).to_numpy()
+            _, mean, lo, hi = _band(pivot, conf)
+            ax.plot(x, mean, color=colors[g], lw=1.8, marker="o", ms=3, label=f"{g} (n={pivot.shape[1]})")
+            if np.isfinite(lo).any():
+                ax.fill_between(x, lo, hi, color=colors[g], alpha=0.18, lw=0)
+        title = f"{metric} vs training FLOPs: mean over seeds, {int(conf * 100)}% CI band"
+    if target is not None and np.isfinite(target):
+        ax.axhline(target, color="0.3", ls=":", lw=1, label=f"target {target:.3g}")
+    ax.set_xlabel("cumulative training FLOPs")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def health_panel(history: pd.DataFrame, by: str = "arm") -> Figure | None:
+    """Training-health diagnostics over steps, one thin line per run coloured by ``by`` (a
+    mean would hide the one run that went wrong): the gradient norm (log scale) and the
+    share of rows that halt at the ACT maximum (train solid, eval dashed)."""
+    present = set(history["key"].unique()) if len(history) else set()
+    grad = [k for k in (names.DIAG_GRAD_NORM,) if k in present]
+    halt = [k for k in (names.DIAG_HALT_AT_MAX.format(split=s) for s in (names.TRAIN, names.EVAL)) if k in present]
+    groups = [(t, keys) for t, keys in (("gradient norm", grad), ("share halting at halt_max_steps", halt)) if keys]
+    if not groups:
+        return None
+    h = history[history["key"].isin(grad + halt)]
+    arms = sorted(h[by].astype(str).unique())
+    colors = _colors(arms)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.8), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], groups, strict=True):
+        for j, key in enumerate(keys):
+            ls = "-" if j == 0 else "--"
+            for (arm, _), sub in h[h["key"] == key].groupby([h[by].astype(str), "run_id"]):
+                sub = sub.sort_values("step")
+                ax.plot(sub["step"], sub["value"], color=colors[arm], ls=ls, lw=1.0, alpha=0.75)
+            for arm in arms:
+                ax.plot([], [], color=colors[arm], ls=ls, label=f"{arm}: {key.split('/', 1)[1]}" if len(keys) > 1 else arm)
+        if keys == grad and (h.loc[h["key"] == names.DIAG_GRAD_NORM, "value"] > 0).all():
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Training health (one line per run, colour = {by})", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def show(fig: Figure | None, missing: str) -> None:
     """Display a figure in the notebook and close it, or say in words why there is none."""
     from IPython.display import Markdown, display

@@ -39,6 +39,12 @@ DEFAULT_UI_URL = "http://127.0.0.1:5000"
 TRAIN_LOSS = names.TRAIN_LM_LOSS
 EXPLORATORY = (names.EVAL_ACCURACY, names.EVAL_STEPS, names.EVAL_LM_LOSS, names.metric(names.EVAL, names.Q_HALT_ACCURACY))
 VARIANT_PREFIXES = (names.GATE_PREFIX, names.FEUDAL_PREFIX, names.CURRICULUM_STAGE)
+HEALTH_METRICS = (
+    names.DIAG_GRAD_NORM,
+    names.DIAG_HALT_AT_MAX.format(split=names.TRAIN),
+    names.DIAG_HALT_AT_MAX.format(split=names.EVAL),
+)
+REPRODUCE_COMMAND = "python -m sweeps reproduce {run_id}"
 ARTIFACT_DIR = "report"
 
 
@@ -71,6 +77,15 @@ class Analysis:
     importance_method: str = ""
     notes: list[str] = field(default_factory=list)
     conclusion: str = ""
+    # compute (compute/* metrics; empty frames when the runs logged none)
+    compute_logged: bool = False
+    curve: pd.DataFrame = field(default_factory=pd.DataFrame)  # metric vs cumulative train FLOPs
+    target: float = math.nan
+    target_how: str = ""
+    to_target: pd.DataFrame = field(default_factory=pd.DataFrame)  # per run: FLOPs to reach the target
+    # health (hrm.alert.* / hrm.alerts tags)
+    health: pd.DataFrame = field(default_factory=pd.DataFrame)  # per run: status and alerts
+    alerts: pd.DataFrame = field(default_factory=pd.DataFrame)  # per fired alert: run, rule, step, message
 
 
 # --------------------------------------------------------------------------------------
@@ -82,6 +97,7 @@ def history_metrics(runs: pd.DataFrame, metric: str) -> list[str]:
     logged = logged_metrics(runs)
     wanted = [metric, TRAIN_LOSS, names.EVAL_STEPS, names.EVAL_EXACT_ACCURACY]
     wanted += [m for m in logged if m.startswith(VARIANT_PREFIXES)]
+    wanted += [names.COMPUTE_TRAIN_FLOPS, *HEALTH_METRICS]
     return list(dict.fromkeys(m for m in wanted if m in logged))
 
 
@@ -104,10 +120,12 @@ def analyse(
     mode: str | None = None,
     alpha: float = stats.ALPHA,
     ci_method: str = "t",
+    target: float | None = None,
 ) -> Analysis:
     """Primary values, outcome counts, group summaries and arm-vs-control statistics
-    (ablations) or rung leaderboards and parameter importances (searches), plus the
-    conclusion in words. An explicitly requested metric must have been logged; the
+    (ablations) or rung leaderboards and parameter importances (searches), compute to
+    reach ``target`` (default: ``stats.default_target``) and the runs' health alerts, plus
+    the conclusion in words. An explicitly requested metric must have been logged; the
     sweep's own objective may not be yet (the report then says so)."""
     if metric is not None:
         require_metric(runs, metric)
@@ -134,6 +152,8 @@ def analyse(
         _analyse_search(a)
     else:
         _analyse_ablation(a)
+    _analyse_compute(a, target)
+    _analyse_health(a)
     a.conclusion = conclusion(a)
     return a
 
@@ -175,6 +195,69 @@ def _analyse_search(a: Analysis) -> None:
         b = a.board_runs.dropna(subset=["value_at_common_rung"])
         a.importances = stats.rank_importances(b[params], b["value_at_common_rung"])
         a.importance_method = f"|Spearman rho| at step {a.common_rung}, which every trial reached (no Optuna study)"
+
+
+def _analyse_compute(a: Analysis, target: float | None) -> None:
+    """The primary metric against cumulative training FLOPs and the compute each run
+    needed to reach the target (default: 0.9 x the best arm's final mean, or the best
+    trial's for searches)."""
+    a.compute_logged = names.COMPUTE_TRAIN_FLOPS in logged_metrics(a.runs)
+    by = "run_id" if a.kind == "search" else "arm"
+    if target is not None:
+        a.target, a.target_how = float(target), "set with the TARGET option"
+    elif a.metric_logged:
+        a.target, a.target_how = stats.default_target(a.values, a.mode, by)  # type: ignore[arg-type]
+    if not (a.compute_logged and a.metric_logged):
+        return
+    a.curve = stats.metric_vs_compute(a.history, a.metric)
+    a.to_target = stats.compute_to_target(a.curve, a.target, a.mode)  # type: ignore[arg-type]
+
+
+_ALERT_COL = f"tags.{names.TAG_ALERT_PREFIX}"
+_ALERTS_COL = f"tags.{names.TAG_ALERTS}"
+
+
+def parse_alert(text: str) -> tuple[float, str]:
+    """``"step 400: eval accuracy fell ..."`` -> (400, "eval accuracy fell ...")."""
+    head, sep, rest = str(text).partition(":")
+    words = head.split()
+    if sep and len(words) == 2 and words[0] == "step" and words[1].lstrip("-").isdigit():
+        return float(words[1]), rest.strip()
+    return math.nan, str(text).strip()
+
+
+def _who(row: dict, kind: str) -> str:
+    if kind == "search":
+        return str(row.get("trial_id") or row.get("run_name"))
+    seed = row.get("seed")
+    return f"{row['arm']} seed {seed}" if seed is not None and not pd.isna(seed) else str(row.get("run_name") or row["arm"])
+
+
+def _analyse_health(a: Analysis) -> None:
+    """Per run: the alerts that fired (hrm.alert.<rule> tags) and whether it was checked
+    at all (hrm.alerts: '' = healthy, absent = not checked)."""
+    alert_cols = [c for c in a.runs.columns if c.startswith(_ALERT_COL)]
+    order = {r: i for i, r in enumerate(names.ALERT_RULES)}
+    health, alerts = [], []
+    for row in a.runs.to_dict("records"):
+        fired = {c[len(_ALERT_COL):]: row[c] for c in alert_cols if isinstance(row.get(c), str) and row[c].strip()}
+        listed = row.get(_ALERTS_COL)
+        checked = isinstance(listed, str)
+        rules = set(fired) | ({r.strip() for r in listed.split(",") if r.strip()} if checked else set())
+        rules_sorted = sorted(rules, key=lambda r: (order.get(r, len(order)), r))
+        who = _who(row, a.kind)
+        for rule in rules_sorted:
+            step, message = parse_alert(fired[rule]) if rule in fired else (math.nan, f"(listed in {names.TAG_ALERTS}; no {names.TAG_ALERT_PREFIX}{rule} tag)")
+            alerts.append({"run_id": row["run_id"], "run": row["run_name"], "who": who, "arm": row["arm"], "seed": row.get("seed"),
+                           "rule": rule, "step": step, "message": message})
+        status = ", ".join(rules_sorted) if rules_sorted else ("ok" if checked else "not checked")
+        health.append({"run_id": row["run_id"], "run": row["run_name"], "who": who, "arm": row["arm"], "seed": row.get("seed"),
+                       "outcome": row["outcome"], "checked": checked or bool(rules), "alerts": len(rules), "status": status})
+    a.health = pd.DataFrame(health, columns=["run_id", "run", "who", "arm", "seed", "outcome", "checked", "alerts", "status"])
+    a.alerts = pd.DataFrame(alerts, columns=["run_id", "run", "who", "arm", "seed", "rule", "step", "message"])
+    if len(a.alerts):
+        a.alerts = a.alerts.assign(_o=a.alerts["rule"].map(lambda r: order.get(r, len(order)))).sort_values(
+            ["_o", "step", "who"], na_position="last").drop(columns="_o").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -228,6 +311,25 @@ def _excluded_sentence(a: Analysis) -> str:
     return f"Not in the statistics: {len(a.excluded)} of {total} runs — " + "; ".join(parts) + "."
 
 
+def health_line(a: Analysis) -> str:
+    """One line on the runs' health for the conclusion: which runs raised which alerts (a
+    report must not hide an unhealthy run); '' when no run was checked."""
+    h = a.health
+    if h.empty or not h["checked"].any():
+        return ""
+    n, unchecked = len(h), int((~h["checked"]).sum())
+    tail = f" ({unchecked} run{'s' if unchecked != 1 else ''} not checked)" if unchecked else ""
+    sick = h[h["alerts"] > 0]
+    if sick.empty:
+        return f"Health: no alerts in the {n - unchecked} checked runs{tail}."
+    parts = []
+    for rule, g in a.alerts.groupby("rule", sort=False):
+        shown = [f"{r.who} at step {int(r.step)}" if np.isfinite(r.step) else r.who for r in g.head(4).itertuples()]
+        more = f" and {len(g) - 4} more" if len(g) > 4 else ""
+        parts.append(f"{rule} ({', '.join(shown)}{more})")
+    return f"**Health: {len(sick)} of {n} runs raised alerts**: " + "; ".join(parts) + f"{tail}. See the Health section."
+
+
 def conclusion(a: Analysis) -> str:
     """The report's first cell: what the sweep shows, in plain words with its numbers."""
     info = a.info
@@ -278,6 +380,9 @@ def conclusion(a: Analysis) -> str:
                 lines.append(f"With {n} paired seeds a paired t-test at α = {a.alpha:g} has 80% power only for effects of "
                              f"d_z ≥ {mde:.2f}{units}. Holm correction is across the {len(prim)} arm(s); other metrics are exploratory.")
         lines.append(_excluded_sentence(a))
+    health = health_line(a)
+    if health:
+        lines.append(health)
     lines += [f"*Note: {n}*" for n in a.notes]
     return _join(lines)
 
@@ -384,6 +489,180 @@ def rung_values(a: Analysis) -> pd.DataFrame:
     return stats.rung_values(a.history, a.metric, stats.infer_rungs(a.history, a.runs, a.metric))
 
 
+def fmt_flops(x: float) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.3g}"
+
+
+def _note(text: str) -> pd.DataFrame:
+    return pd.DataFrame({"note": [text]})
+
+
+NO_COMPUTE = "No run logged compute/* (runs from before compute accounting): no compute figures."
+
+
+def sweep_compute(a: Analysis) -> tuple[float, float, str]:
+    """(train FLOPs, device-seconds, source) of the whole sweep: the parent run's totals
+    when it has them, else the sum over its runs."""
+    pm = a.info.parent_metrics
+    if names.COMPUTE_SWEEP_FLOPS in pm:
+        return float(pm[names.COMPUTE_SWEEP_FLOPS]), float(pm.get(names.COMPUTE_SWEEP_DEVICE_SECONDS, math.nan)), "parent run totals"
+    t = stats.compute_totals(a.runs)
+    return float(t["train_flops"].sum(min_count=1)), float(t["device_seconds"].sum(min_count=1)), "sum over the runs"
+
+
+def early_stopping_saved(a: Analysis) -> tuple[float, float, str]:
+    """(FLOPs early stopping saved, FLOPs of running every trial to the end, source)."""
+    pm = a.info.parent_metrics
+    if names.COMPUTE_SAVED_FLOPS in pm and names.COMPUTE_SWEEP_FLOPS in pm:
+        saved = float(pm[names.COMPUTE_SAVED_FLOPS])
+        return saved, float(pm[names.COMPUTE_SWEEP_FLOPS]) + saved, "parent run totals"
+    saved, full = stats.early_stopping_savings(a.runs)
+    return saved, full, "computed from the trials"
+
+
+def compute_summary(a: Analysis) -> str:
+    """The sweep's compute in words (and, for searches, what early stopping saved)."""
+    if not a.compute_logged:
+        return f"*{NO_COMPUTE}*"
+    flops, device, source = sweep_compute(a)
+    n = len(a.runs)
+    text = [f"The sweep's {n} runs used **{fmt_flops(flops)} training FLOPs** and "
+            f"**{'n/a' if not np.isfinite(device) else f'{device:,.1f}'} device-seconds** ({source})."]
+    missing = int(a.runs.get(f"metrics.{names.COMPUTE_TRAIN_FLOPS}", pd.Series(np.nan, index=a.runs.index)).isna().sum())
+    if missing:
+        text.append(f"{missing} run(s) logged no compute/* and are not in these totals.")
+    if a.kind == "search":
+        stopped = int((a.runs["outcome"] == names.OUTCOME_EARLY_STOPPED).sum())
+        saved, full, src = early_stopping_saved(a)
+        if not np.isfinite(saved):
+            text.append(f"{stopped} trials were stopped early; their planned compute was not logged, so the saving is unknown.")
+        else:
+            share = saved / full if full > 0 else math.nan
+            text.append(f"Early stopping ({stopped} of {n} trials stopped) saved **{fmt_flops(saved)} FLOPs**, "
+                        f"**{share:.0%}** of the {fmt_flops(full)} FLOPs that running every trial to the end would have cost ({src}).")
+    text.append("FLOPs are the model summary's train-step figure (forward, Q target, one-step backward; "
+                "evaluation not counted) × the steps taken, per curriculum stage.")
+    return " ".join(text)
+
+
+def compute_totals_table(a: Analysis) -> pd.DataFrame:
+    """Training FLOPs and device-seconds per arm (searches: per outcome) and for the sweep."""
+    if not a.compute_logged:
+        return _note(NO_COMPUTE)
+    by = "outcome" if a.kind == "search" else "arm"
+    t = stats.compute_totals(a.runs, by)
+    if by == "arm" and a.arm_order:
+        t = t.set_index("arm").reindex([x for x in a.arm_order if x in set(t["arm"])] + [x for x in t["arm"] if x not in a.arm_order]).reset_index()
+    flops, device, source = sweep_compute(a)
+    rows = [{by: str(r[by]), "runs": int(r["runs"]), "train FLOPs": fmt_flops(r["train_flops"]),
+             "mean per run": fmt_flops(r["mean_train_flops"]),
+             "device-seconds": "n/a" if not np.isfinite(r["device_seconds"]) else f"{r['device_seconds']:,.1f}"}
+            for _, r in t.iterrows()]
+    rows.append({by: f"sweep ({source})", "runs": len(a.runs), "train FLOPs": fmt_flops(flops), "mean per run": "",
+                 "device-seconds": "n/a" if not np.isfinite(device) else f"{device:,.1f}"})
+    return pd.DataFrame(rows)
+
+
+def target_heading(a: Analysis) -> str:
+    """The compute-to-target table's heading, with the target and how it was chosen."""
+    if not np.isfinite(a.target):
+        return f"Compute to reach a target {a.metric}: no target ({a.target_how or 'the metric was not logged'})"
+    op = "≥" if a.mode == "max" else "≤"
+    return f"Compute to reach {a.metric} {op} {_fmt_value(a.metric, a.target)} (target = {a.target_how}; set TARGET to change it)"
+
+
+def _reach_cell(r) -> str:
+    return f"{fmt_flops(r.flops)} (step {int(r.step)})" if r.reached else "not reached"
+
+
+def compute_to_target_table(a: Analysis) -> pd.DataFrame:
+    """FLOPs each run spent until its first eval at the target: per seed, then the arm's
+    median (never-reached runs count as infinite) and mean over the runs that reached it.
+    Searches: one row per trial, cheapest first."""
+    if not a.compute_logged:
+        return _note(NO_COMPUTE)
+    if not a.metric_logged or not np.isfinite(a.target):
+        return _note(f"no target: {a.target_how or f'no run has logged {a.metric} yet'}")
+    t = a.to_target
+    if t.empty:
+        return _note(f"no run logged both {a.metric} and {names.COMPUTE_TRAIN_FLOPS}")
+    if a.kind == "search":
+        meta = a.runs.set_index("run_id")
+        out = t.assign(_k=np.where(t["reached"], t["flops"], np.inf)).sort_values(["_k", "final_step"], ascending=[True, False])
+        return pd.DataFrame({
+            "trial": [meta.at[r, "trial_id"] or meta.at[r, "run_name"] for r in out["run_id"]],
+            "outcome": out["outcome"].to_numpy(),
+            "FLOPs to target": [_reach_cell(r) for r in out.itertuples()],
+            "last eval step": out["final_step"].astype(int).to_numpy(),
+            "FLOPs at last eval": [fmt_flops(x) for x in out["final_flops"]],
+        }).reset_index(drop=True)
+    seeds = sorted(int(x) for x in t["seed"].dropna().unique())
+    summary = stats.target_summary(t, "arm").set_index("arm")
+    arms = [x for x in (a.arm_order or []) if x in summary.index] + [x for x in summary.index if x not in (a.arm_order or [])]
+    rows = []
+    for arm in arms:
+        g = t[t["arm"] == arm]
+        row: dict = {"arm": arm + (" (control)" if arm == a.control else "")}
+        for seed in seeds:
+            cell = g[g["seed"].eq(seed).fillna(False).astype(bool)]
+            row[f"seed {seed}"] = _reach_cell(next(cell.itertuples())) if len(cell) else "–"
+        if g["seed"].isna().any():
+            row["no seed"] = ", ".join(_reach_cell(r) for r in g[g["seed"].isna()].itertuples())
+        s_ = summary.loc[arm]
+        row["reached"] = f"{int(s_['reached'])}/{int(s_['runs'])}"
+        row["median FLOPs"] = fmt_flops(s_["median_flops"]) if np.isfinite(s_["median_flops"]) else "not reached"
+        row["mean FLOPs (runs that reached)"] = fmt_flops(s_["mean_flops_reached"]) if s_["reached"] else "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def health_summary(a: Analysis) -> str:
+    """The Health section's lead: alerts in a line, or that all is well / unchecked."""
+    h = a.health
+    if h.empty:
+        return "*No runs.*"
+    if not h["checked"].any():
+        return (f"*Not checked: no run carries the {names.TAG_ALERTS} tag (runs from before the health alerts, "
+                "or still running).*")
+    line = health_line(a)
+    return line if (h["alerts"] > 0).any() else f"No alerts: {line.removeprefix('Health: ')}"
+
+
+def alerts_table(a: Analysis) -> pd.DataFrame:
+    """Every alert that fired: run, rule, step, message (from the hrm.alert.<rule> tags)."""
+    h = a.health
+    if h.empty or not h["checked"].any():
+        return _note("not checked")
+    if a.alerts.empty:
+        return _note("no alerts")
+    out = a.alerts[["who", "run", "rule", "step", "message"]].rename(columns={"who": "trial" if a.kind == "search" else "arm / seed"})
+    out["step"] = out["step"].map(lambda x: "" if not np.isfinite(x) else int(x))
+    return out
+
+
+def alert_counts_table(a: Analysis) -> pd.DataFrame:
+    """Per arm (searches: per outcome): runs, runs checked, runs with alerts, and the
+    number of runs that raised each rule that fired anywhere."""
+    h = a.health
+    if h.empty:
+        return _note("no runs")
+    by = "outcome" if a.kind == "search" else "arm"
+    rules = list(dict.fromkeys(a.alerts["rule"])) if len(a.alerts) else []
+    rows = []
+    for key, g in h.groupby(by, sort=True):
+        row = {by: key, "runs": len(g), "checked": int(g["checked"].sum()), "with alerts": int((g["alerts"] > 0).sum())}
+        fired = a.alerts[a.alerts["run_id"].isin(g["run_id"])]
+        for rule in rules:
+            row[rule] = int(fired.loc[fired["rule"] == rule, "run_id"].nunique())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reproduce_command(run_id: str) -> str:
+    """The command that reruns one trial from its recorded context (sweeps/reproduce.py)."""
+    return REPRODUCE_COMMAND.format(run_id=run_id)
+
+
 def run_url(info: SweepInfo, run_id: str, ui_url: str = DEFAULT_UI_URL) -> str:
     """The MLflow UI page of a run (the tracking server itself when it is one)."""
     base = info.tracking_uri if info.tracking_uri.startswith(("http://", "https://")) else ui_url
@@ -397,13 +676,15 @@ def links_html(a: Analysis, ui_url: str = DEFAULT_UI_URL) -> str:
     if a.info.parent_run_id:
         head = f'<p>Parent run: <a href="{esc(run_url(a.info, a.info.parent_run_id, ui_url))}">{esc(a.info.parent_run_name)}</a></p>'
     v = a.values.set_index("run_id")["value"]
+    status = a.health.set_index("run_id")["status"] if len(a.health) else pd.Series(dtype=str)
     rows = "".join(
         f'<tr><td><a href="{esc(run_url(a.info, r.run_id, ui_url))}">{esc(str(r.run_name))}</a></td><td>{esc(str(r.arm))}</td>'
-        f"<td>{'' if pd.isna(r.seed) else r.seed}</td><td>{esc(r.outcome)}</td><td>{_fmt_value(a.metric, v.get(r.run_id, math.nan))}</td></tr>"
+        f"<td>{'' if pd.isna(r.seed) else r.seed}</td><td>{esc(r.outcome)}</td><td>{_fmt_value(a.metric, v.get(r.run_id, math.nan))}</td>"
+        f"<td>{esc(str(status.get(r.run_id, '')))}</td><td><code>{esc(reproduce_command(r.run_id))}</code></td></tr>"
         for r in a.runs.itertuples()
     )
-    return (f"{head}<table><thead><tr><th>run</th><th>arm</th><th>seed</th><th>outcome</th><th>{esc(a.metric)}</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>")
+    return (f"{head}<table><thead><tr><th>run</th><th>arm</th><th>seed</th><th>outcome</th><th>{esc(a.metric)}</th>"
+            f"<th>health</th><th>reproduce</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 # --------------------------------------------------------------------------------------
@@ -436,6 +717,7 @@ def build_report(
     upload: bool = True,
     ui_url: str = DEFAULT_UI_URL,
     timeout: int = 600,
+    target: float | None = None,
 ) -> ReportResult:
     """Load, analyse, build and execute the notebook, export HTML, attach both to the
     parent run. Raises AnalysisError for bad requests, ReportError if execution fails
@@ -447,11 +729,11 @@ def build_report(
     if metric is not None:
         require_metric(runs, metric)
     history = load_history(runs, history_metrics(runs, metric or info.objective), uri)
-    a = analyse(info, runs, history, metric=metric, mode=mode, alpha=alpha, ci_method=ci_method)
+    a = analyse(info, runs, history, metric=metric, mode=mode, alpha=alpha, ci_method=ci_method, target=target)
     out_dir = Path(out) if out else default_out_dir(info)
     nb_path, html_path = out_dir / "report.ipynb", out_dir / "report.html"
     params = {"TRACKING_URI": uri, "PARENT_RUN_ID": info.parent_run_id, "METRIC": metric, "MODE": mode,
-              "ALPHA": alpha, "CI_METHOD": ci_method, "UI_URL": ui_url}
+              "ALPHA": alpha, "CI_METHOD": ci_method, "UI_URL": ui_url, "TARGET": target}
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"{'Search' if a.kind == 'search' else 'Ablation'} report: {info.sweep}"
     text = a.conclusion + f"\n\n<small>Written {stamp} from {len(runs)} MLflow runs of parent run `{info.parent_run_id}`.</small>"
@@ -488,6 +770,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", type=float, default=stats.ALPHA)
     p.add_argument("--ci", choices=["t", "bca"], default="t", help="CI method (BCa only for n >= 10)")
     p.add_argument("--ui-url", default=DEFAULT_UI_URL, help="MLflow UI base URL for run links")
+    p.add_argument("--target", type=float, help="value of the primary metric the compute-to-target table counts FLOPs to reach "
+                   "(default: 0.9 x the best arm's final mean; searches: the best trial's)")
     p.add_argument("--no-execute", action="store_true", help="write the notebook without running it")
     p.add_argument("--no-upload", action="store_true", help="do not attach the files to the parent run")
     p.add_argument("--timeout", type=int, default=600, help="seconds per notebook cell")
@@ -508,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
         res = build_report(
             args.sweep, parent_run=args.parent_run, tracking_uri=args.tracking_uri, out=args.out, metric=args.metric,
             mode=args.mode, alpha=args.alpha, ci_method=args.ci, execute=not args.no_execute, upload=not args.no_upload,
-            ui_url=args.ui_url, timeout=args.timeout,
+            ui_url=args.ui_url, timeout=args.timeout, target=args.target,
         )
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)

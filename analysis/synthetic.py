@@ -40,6 +40,7 @@ class Trial:
     outcome: str
     params: dict[str, str]
     metrics: list[tuple[str, float, int]] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)  # extra tags, e.g. hrm.alerts / hrm.alert.<rule>
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Sweep:
     parent_tags: dict[str, str]
     trials: list[Trial]
     study: list[dict[str, Any]] | None = None  # search: params + value per trial (Optuna)
+    parent_metrics: dict[str, float] = field(default_factory=dict)  # e.g. compute/sweep_* totals
 
 
 def _curve(final: float, start: float, steps: np.ndarray, budget: int, rate: float = 4.0) -> np.ndarray:
@@ -116,6 +118,56 @@ def _trial_metrics(
     return rows
 
 
+def compute_rows(flops_per_step: float, budget: int, last_step: int, eval_every: int, seconds_per_step: float = 0.01,
+                 devices: int = 1) -> list[tuple[str, float, int]]:
+    """compute/* rows as the trainer logs them: cumulative FLOPs = flops_per_step x step at
+    every eval step, every eval_every/2 steps and the last step; the planned figures once."""
+    every = max(1, eval_every // 2)
+    steps = sorted({*range(every, last_step + 1, every), *range(eval_every, last_step + 1, eval_every), last_step})
+    rows = [(names.COMPUTE_PLANNED_STEPS, float(budget), steps[0]), (names.COMPUTE_PLANNED_FLOPS, float(flops_per_step * budget), steps[0])]
+    for s in steps:
+        rows += [(names.COMPUTE_TRAIN_FLOPS, float(flops_per_step * s), s), (names.COMPUTE_FLOPS_PER_STEP, float(flops_per_step), s),
+                 (names.COMPUTE_WALL_SECONDS, seconds_per_step * s, s), (names.COMPUTE_DEVICE_SECONDS, seconds_per_step * s * devices, s)]
+    return rows
+
+
+def diag_rows(rng: np.random.Generator, last_step: int, eval_every: int, explode_at: int | None = None) -> list[tuple[str, float, int]]:
+    """diag/grad_norm and the ACT at-max shares at each eval step (a spike from ``explode_at``)."""
+    rows = []
+    for s in range(eval_every, last_step + 1, eval_every):
+        g = 1.0 + rng.normal(0, 0.05) if explode_at is None or s < explode_at else 1e3
+        rows += [(names.DIAG_GRAD_NORM, g, s), (names.DIAG_HALT_AT_MAX.format(split=names.TRAIN), 0.3 + 0.1 * s / last_step, s),
+                 (names.DIAG_HALT_AT_MAX.format(split=names.EVAL), 0.25 + 0.1 * s / last_step, s)]
+    return rows
+
+
+def health_tags(alerts: dict[str, str] | None) -> dict[str, str]:
+    """hrm.alerts and hrm.alert.<rule> tags as the alert rules write them ({} = healthy)."""
+    alerts = alerts or {}
+    return {names.TAG_ALERTS: ",".join(alerts), **{f"{names.TAG_ALERT_PREFIX}{k}": v for k, v in alerts.items()}}
+
+
+def sweep_compute_totals(sweep: Sweep) -> dict[str, float]:
+    """The parent-run totals the engine logs (compute/sweep_*), from the trials' rows."""
+    flops = device = saved = 0.0
+    seen = False
+    for t in sweep.trials:
+        last: dict[str, tuple[int, float]] = {}
+        for k, v, st in t.metrics:
+            if k.startswith(names.COMPUTE_PREFIX) and (k not in last or st >= last[k][0]):
+                last[k] = (st, v)
+        if names.COMPUTE_TRAIN_FLOPS not in last:
+            continue
+        seen = True
+        flops += last[names.COMPUTE_TRAIN_FLOPS][1]
+        device += last.get(names.COMPUTE_DEVICE_SECONDS, (0, 0.0))[1]
+        if t.outcome == names.OUTCOME_EARLY_STOPPED and names.COMPUTE_PLANNED_FLOPS in last:
+            saved += max(0.0, last[names.COMPUTE_PLANNED_FLOPS][1] - last[names.COMPUTE_TRAIN_FLOPS][1])
+    if not seen:
+        return {}
+    return {names.COMPUTE_SWEEP_FLOPS: flops, names.COMPUTE_SWEEP_DEVICE_SECONDS: device, names.COMPUTE_SAVED_FLOPS: saved}
+
+
 def make_ablation(
     name: str,
     effects: dict[str, float],
@@ -130,11 +182,18 @@ def make_ablation(
     variants: dict[str, Sequence[str]] | None = None,
     stages: dict[str, Sequence[int]] | None = None,
     rng: int = 0,
+    flops_per_step: dict[str, float] | None = None,
+    alerts: dict[tuple[str, int], dict[str, str]] | None = None,
+    health_checked: bool = False,
+    diag: bool = False,
 ) -> Sweep:
     """Arms x seeds with planted effects on eval/exact_accuracy (``effects`` maps every
     non-control arm to its true difference; seeds shift all arms alike, so they pair).
 
     ``outcomes`` marks (arm, seed) runs as error / diverged / early_stopped / killed.
+    ``flops_per_step`` (per arm) adds compute/* rows and the parent's compute totals;
+    ``alerts`` ((arm, seed) -> {rule: "step n: message"}) and ``health_checked`` add the
+    health tags (every run checked: hrm.alerts "" when healthy); ``diag`` adds diag/* rows.
     """
     r = np.random.default_rng(rng)
     outcomes = outcomes or {}
@@ -153,12 +212,21 @@ def make_ablation(
                                   diverge=outcome == names.OUTCOME_DIVERGED, stages=stages.get(arm, ()))
             if outcome in (names.OUTCOME_ERROR, names.OUTCOME_KILLED):
                 rows = [row for row in rows if row[0].startswith(names.TRAIN + "/")][: 3 * 10]  # died early
+            if flops_per_step and arm in flops_per_step and outcome not in (names.OUTCOME_ERROR, names.OUTCOME_KILLED):
+                rows += compute_rows(flops_per_step[arm], budget, last, eval_every)
+            fired = (alerts or {}).get((arm, seed))
+            if diag:
+                explode = int(fired["grad_explosion"].split(":")[0].split()[1]) if fired and "grad_explosion" in fired else None
+                rows += diag_rows(r, last, eval_every, explode)
             params = {"seed": str(seed), "lr": "0.001", "arch.hidden_size": "64",
                       "arch.use_gating": str("gate" in variants.get(arm, ())), "loss.feudal_loss_weight": "0.0"}
-            trials.append(Trial(f"{arm}_s{seed}", arm, seed, outcome, params, rows))
+            extra = health_tags(fired) if health_checked or fired else {}
+            trials.append(Trial(f"{arm}_s{seed}", arm, seed, outcome, params, rows, extra))
     tags = {names.TAG_SWEEP_KIND: "ablation", names.TAG_CONTROL: control,
             names.TAG_OBJECTIVE: names.EVAL_EXACT_ACCURACY, names.TAG_OBJECTIVE_MODE: "max"}
-    return Sweep(name, "ablation", tags, trials)
+    sweep = Sweep(name, "ablation", tags, trials)
+    sweep.parent_metrics = sweep_compute_totals(sweep)
+    return sweep
 
 
 def make_search(
@@ -169,9 +237,13 @@ def make_search(
     grace: int = 50,
     reduction: int = 2,
     rng: int = 0,
+    flops_per_step: float | None = None,
+    parent_totals: bool = True,
 ) -> Sweep:
     """An Optuna-style search: lr matters most, hidden size a little, dropout not at all;
-    ASHA-like halving at rungs grace * reduction^k stops the worse half early."""
+    ASHA-like halving at rungs grace * reduction^k stops the worse half early.
+    ``flops_per_step`` adds compute/* rows (x hidden/64 per trial) and, with
+    ``parent_totals``, the parent's compute totals (without: the report computes them)."""
     r = np.random.default_rng(rng)
     trials, study = [], []
     rungs = []
@@ -197,6 +269,8 @@ def make_search(
         stopped = last_step[i] < budget
         outcome = names.OUTCOME_EARLY_STOPPED if stopped else names.OUTCOME_COMPLETED
         rows = _trial_metrics(r, final, 6.0, budget, last_step[i], eval_every)
+        if flops_per_step:
+            rows += compute_rows(flops_per_step * hidden / 64, budget, last_step[i], eval_every)
         params = {"seed": "0", "lr": f"{lr:.6g}", "arch.hidden_size": str(hidden), "arch.dropout": f"{dropout:.4g}"}
         arm = f"lr={lr:.3g},arch.hidden_size={hidden},arch.dropout={dropout:.3g}"
         trials.append(Trial(f"t{i:03d}", arm, 0, outcome, params, rows))
@@ -205,7 +279,10 @@ def make_search(
                       "value": evals[-1][1] if evals else None, "pruned": stopped,
                       "intermediate": {s: v for _, v, s in evals}})
     tags = {names.TAG_SWEEP_KIND: "search", names.TAG_OBJECTIVE: names.EVAL_EXACT_ACCURACY, names.TAG_OBJECTIVE_MODE: "max"}
-    return Sweep(name, "search", tags, trials, study)
+    sweep = Sweep(name, "search", tags, trials, study)
+    if parent_totals:
+        sweep.parent_metrics = sweep_compute_totals(sweep)
+    return sweep
 
 
 def write_optuna_study(sweep: Sweep, storage: str, study_name: str) -> None:
@@ -299,9 +376,13 @@ def write_sweep(tracking_uri: str, sweep: Sweep, artifact_root: str | None = Non
         for i in range(0, len(metrics), 1000):
             client.log_batch(rid, metrics=metrics[i : i + 1000])
         client.set_tag(rid, names.TAG_OUTCOME, trial.outcome)
+        for k, v in trial.tags.items():
+            client.set_tag(rid, k, v)
         if trial.outcome == names.OUTCOME_ERROR:
             client.set_tag(rid, "hrm.error", "RuntimeError: synthetic failure")
         client.set_terminated(rid, status=names.OUTCOME_STATUS[trial.outcome])
+    for k, v in sweep.parent_metrics.items():
+        client.log_metric(parent_id, k, v)
     client.set_terminated(parent_id, "FINISHED")
     return parent_id
 
@@ -334,7 +415,7 @@ def write_sweep_bulk(tracking_uri: str, sweep: Sweep, artifact_root: str | None 
         status = names.OUTCOME_STATUS[trial.outcome]
         runs.append((rid, run_name, "UNKNOWN", "", "", "synthetic", status, now, now + 60_000, "", "active",
                      f"{location}/{rid}/artifacts", int(exp_id)))
-        for k, v in {**_child_tags(sweep, trial, parent_id), names.TAG_OUTCOME: trial.outcome, "mlflow.runName": run_name}.items():
+        for k, v in {**_child_tags(sweep, trial, parent_id), names.TAG_OUTCOME: trial.outcome, "mlflow.runName": run_name, **trial.tags}.items():
             tags.append((k, v, rid))
         params += [(k, v, rid) for k, v in trial.params.items()]
         last: dict[str, tuple] = {}
@@ -359,5 +440,7 @@ def write_sweep_bulk(tracking_uri: str, sweep: Sweep, artifact_root: str | None 
             con.executemany("INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES (?,?,?,?,?,?)", latest)
     finally:
         con.close()
+    for k, v in sweep.parent_metrics.items():
+        client.log_metric(parent_id, k, v)
     client.set_terminated(parent_id, "FINISHED")
     return parent_id

@@ -10,7 +10,9 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -25,6 +27,14 @@ class RunInfo:
     world_size: int
     hardware: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # Builds the run context (hrm_core/run_context.py) on first use of ``context``: only
+    # sinks that record it (MLflow, Tune) pay for git, the dataset hash and pip freeze.
+    context_fn: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def context(self) -> dict[str, Any]:
+        """config, seeds, git, dataset recipe, hardware, pip freeze ({} when not available)."""
+        return self.context_fn() if self.context_fn is not None else {}
 
 
 class Callback:
@@ -37,6 +47,9 @@ class Callback:
     def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...
 
     def on_checkpoint(self, step: int, path: str, is_best: bool) -> None: ...
+
+    def on_alert(self, step: int, rule: str, message: str) -> None:
+        """A training-health rule fired (``hrm_core.alerts``; once per rule and run)."""
 
     def on_run_end(self, step: int, outcome: str, error: str | None = None) -> None: ...
 
@@ -61,6 +74,10 @@ class CallbackList(Callback):
         for c in self.callbacks:
             c.on_checkpoint(step, path, is_best)
 
+    def on_alert(self, step, rule, message):
+        for c in self.callbacks:
+            c.on_alert(step, rule, message)
+
     def on_run_end(self, step, outcome, error=None):
         for c in self.callbacks:
             c.on_run_end(step, outcome, error)
@@ -71,7 +88,9 @@ def _clean(value: float) -> float | str:
 
 
 class JsonlSink(Callback):
-    """``<run_dir>/metrics.jsonl``: one line per logged step, ``{"step": s, key: value}``."""
+    """``<run_dir>/metrics.jsonl``: one line per logged step, ``{"step": s, key: value}``,
+    and one per alert, ``{"step": s, "alert": rule, "message": text}`` (readers that want
+    metrics only skip lines with an ``"alert"`` key)."""
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, "metrics.jsonl")
@@ -99,6 +118,10 @@ class JsonlSink(Callback):
 
     def on_eval(self, step, metrics):
         self._write(step, metrics)
+
+    def on_alert(self, step, rule, message):
+        if self._file is not None:
+            self._file.write(json.dumps({"step": step, "alert": rule, "message": message}) + "\n")
 
     def on_run_end(self, step, outcome, error=None):
         if self._file is not None:

@@ -141,12 +141,63 @@ class TrackingConfig(_Strict):
     experiment: str | None = None  # default: hrm/<project_name>
 
 
+class DiagnosticsConfig(_Strict):
+    """Training-health diagnostics (``diag/*``, hrm_core/diagnostics.py), logged with the
+    eval metrics of every eval step. They change no other number."""
+
+    enabled: bool = True
+
+
+class AlertsConfig(_Strict):
+    """Alert rules over the metric stream (hrm_core/alerts.py). Each rule fires at most
+    once per run; "a report" is an eval step's record (eval and diag/* metrics)."""
+
+    enabled: bool = True
+    disable: list[str] = Field(default_factory=list)  # rule names (names.ALERT_RULES) not to check
+    # grad_explosion: diag/grad_norm > factor x median of the previous reports (at least
+    # min_reports of them, the last `window`) and > floor; or a non-finite grad norm.
+    grad_factor: float = Field(10.0, gt=1)
+    grad_floor: float = Field(1.0, ge=0)
+    grad_window: int = Field(10, ge=1)
+    grad_min_reports: int = Field(2, ge=1)
+    # act_always_max: train halting at_max_share >= act_max_share at act_patience
+    # consecutive reports after act_after_step (null = lr_warmup_steps), while the latest
+    # train/exact_accuracy >= act_min_exact_accuracy (the model solves puzzles, yet never halts early).
+    act_max_share: float = Field(0.99, gt=0, le=1)
+    act_patience: int = Field(3, ge=1)
+    act_after_step: int | None = Field(None, ge=0)
+    act_min_exact_accuracy: float = Field(0.5, ge=0, le=1)
+    # puzzle_emb_frozen: diag/puzzle_emb/updated_share == 0 at a report after this step.
+    puzzle_after_step: int = Field(0, ge=0)
+    # gates_saturated: gate/<module>/sat_low + sat_high > gate_saturation at a report after
+    # gate_after_step (null = lr_warmup_steps: gates start near sigmoid(gate_init_bias)).
+    gate_saturation: float = Field(0.9, gt=0, le=1)
+    gate_after_step: int | None = Field(None, ge=0)
+    # eval_collapse: eval_metric fell below peak - max(eval_abs_drop, eval_rel_drop x peak)
+    # after its peak reached eval_min_peak (higher is better).
+    eval_metric: str = "eval/exact_accuracy"
+    eval_min_peak: float = 0.2
+    eval_abs_drop: float = Field(0.1, ge=0)
+    eval_rel_drop: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _known_rules(self) -> AlertsConfig:
+        from hrm_core.names import ALERT_RULES
+
+        unknown = [r for r in self.disable if r not in ALERT_RULES]
+        if unknown:
+            raise ValueError(f"alerts.disable: unknown rule(s) {unknown}; rules are {list(ALERT_RULES)}")
+        return self
+
+
 class TrainConfig(_Strict):
     arch: ArchConfig = Field(default_factory=ArchConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     data_path: str | None = None
     global_batch_size: int = Field(768, gt=0)
@@ -254,7 +305,10 @@ def validate_config(raw: dict[str, Any]) -> TrainConfig:
 
 def config_hash(cfg: TrainConfig) -> str:
     """Stable hash of the resolved config (run names and output paths excluded)."""
-    payload = cfg.model_dump(exclude={"run_name", "project_name", "checkpoint_path", "resume_from", "progress", "tracking"})
+    payload = cfg.model_dump(exclude={
+        "run_name", "project_name", "checkpoint_path", "resume_from", "progress", "tracking",
+        "diagnostics", "alerts",  # observe the run, change no number
+    })
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -76,6 +76,17 @@ COMPUTE_TRAIN_FLOPS = "compute/train_flops"  # summary's train-step FLOPs x step
 COMPUTE_FLOPS_PER_STEP = "compute/flops_per_step"  # the summary figure for the current stage
 COMPUTE_WALL_SECONDS = "compute/wall_seconds"  # time spent in the train loop (train + eval)
 COMPUTE_DEVICE_SECONDS = "compute/device_seconds"  # wall seconds x devices (ranks) of the trial
+COMPUTE_PLANNED_STEPS = "compute/planned_steps"  # the schedule's total steps (logged once per attempt)
+COMPUTE_PLANNED_FLOPS = "compute/planned_train_flops"  # train FLOPs of the whole schedule
+# Timings: they differ between identical runs, so exact comparisons leave them out.
+TIMING_METRICS = (COMPUTE_WALL_SECONDS, COMPUTE_DEVICE_SECONDS)
+
+
+def is_timing(key: str) -> bool:
+    """perf/* and the compute seconds: never compared bitwise."""
+    return key.startswith(PERF_PREFIX) or key in TIMING_METRICS
+
+
 # Parent-run (sweep) totals, written when the sweep is summarised.
 COMPUTE_SWEEP_FLOPS = "compute/sweep_train_flops"
 COMPUTE_SWEEP_DEVICE_SECONDS = "compute/sweep_device_seconds"

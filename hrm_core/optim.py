@@ -104,11 +104,48 @@ class SparseSignSGD:
     """Sign-SGD with decoupled weight decay on the rows of the puzzle embedding seen in the batch.
 
     Gradients of duplicated ids are summed (across ranks too); only those rows change.
+
+    With ``track_changes()`` (training diagnostics) it also keeps two row masks on the
+    device: rows seen in training, and rows whose values changed since the last
+    ``change_report()`` (the batch's rows compared before and after the update: no host
+    sync, and the update itself is untouched).
     """
 
     def __init__(self, embedding, lr: float, weight_decay: float, world_size: int = 1):
         self.embedding = embedding  # hrm_core.model.PuzzleEmbedding
         self.lr, self.weight_decay, self.world_size = lr, weight_decay, world_size
+        self.seen: torch.Tensor | None = None
+        self.changed: torch.Tensor | None = None
+
+    def track_changes(self) -> None:
+        rows = self.embedding.weights.shape[0]
+        self.seen = torch.zeros(rows, dtype=torch.bool, device=self.embedding.weights.device)
+        self.changed = torch.zeros_like(self.seen)
+
+    @torch.no_grad()
+    def change_report(self) -> dict[str, float]:
+        """diag/puzzle_emb/*: row norms over the rows seen so far, the share of all rows
+        changed since the last report (then reset)."""
+        from hrm_core import names
+
+        out: dict[str, float] = {}
+        if self.seen is None:
+            return out
+        norms = torch.linalg.vector_norm(self.embedding.weights[self.seen].double(), dim=-1)
+        if norms.numel():
+            out[names.DIAG_PUZZLE_ROW_NORM_MEAN] = norms.mean().item()
+            out[names.DIAG_PUZZLE_ROW_NORM_STD] = norms.std(correction=0).item()
+        out[names.DIAG_PUZZLE_UPDATED_SHARE] = self.changed.double().mean().item()
+        self.changed.zero_()
+        return out
+
+    def tracking_state(self) -> dict:
+        return {"seen": self.seen.cpu(), "changed": self.changed.cpu()}
+
+    def load_tracking_state(self, state: dict) -> None:
+        if self.seen is not None and state["seen"].shape == self.seen.shape:
+            self.seen.copy_(state["seen"])
+            self.changed.copy_(state["changed"])
 
     @torch.no_grad()
     def step(self) -> None:
@@ -128,6 +165,9 @@ class SparseSignSGD:
         weights = self.embedding.weights
         rows = weights[uniq]
         rows.mul_(1.0 - self.lr * self.weight_decay).add_(torch.sign(summed), alpha=-self.lr)
+        if self.changed is not None:  # diagnostics: which rows this update really moved
+            self.changed[uniq] |= (rows != weights[uniq]).any(-1)
+            self.seen[uniq] = True
         weights[uniq] = rows
 
     def zero_grad(self) -> None:

@@ -1,4 +1,4 @@
-"""Where a run came from: git commit and dirtiness of the project tree."""
+"""Where a run came from: git commit, dirtiness and uncommitted diff of the project tree."""
 
 from __future__ import annotations
 
@@ -24,3 +24,8 @@ def git_commit() -> str:
 def git_dirty() -> bool:
     status = _git("status", "--porcelain", "--untracked-files=no")
     return bool(status)
+
+
+def git_diff() -> str:
+    """``git diff HEAD``: the uncommitted changes to tracked files ("" when clean or no git)."""
+    return _git("diff", "HEAD", "--no-color", "--no-ext-diff") or ""

@@ -52,6 +52,26 @@ def ensure_experiment(client, name: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
+def log_run_context(client, run_id: str, context: dict | str | None) -> None:
+    """``run_context.json`` (and ``git_diff.patch`` when the tree was dirty) on a run;
+    a resumed run overwrites them with its own attempt's context."""
+    import json
+
+    if not context:
+        return
+    if isinstance(context, str):
+        context = json.loads(context)
+    from hrm_core.run_context import to_json
+
+    client.log_text(run_id, to_json(context), names.RUN_CONTEXT_ARTIFACT)
+    diff = (context.get("git") or {}).get("diff")
+    if diff:
+        from hrm_core.provenance import git_diff
+
+        full = git_diff() if diff.endswith("[truncated: see git_diff.patch]\n") else diff
+        client.log_text(run_id, full, names.GIT_DIFF_ARTIFACT)
+
+
 class MlflowSink(Callback):
     """Logs params, tags, per-step metrics, the resolved config and the best checkpoint."""
 
@@ -72,6 +92,7 @@ class MlflowSink(Callback):
         self._buffer: list[Any] = []
         self._best_path: str | None = None
         self._run_dir: str | None = None
+        self._alerts_checked = False
 
     # The run id is kept in the run dir so that a resumed run continues its own run.
     @staticmethod
@@ -83,6 +104,7 @@ class MlflowSink(Callback):
 
         self.client = get_client(self.uri)
         self._run_dir = info.run_dir
+        self._alerts_checked = bool((info.config.get("alerts") or {}).get("enabled"))
         id_file = self._id_file(info.run_dir)
         if self.run_id is None and os.path.exists(id_file):
             with open(id_file) as f:
@@ -105,6 +127,7 @@ class MlflowSink(Callback):
         config_file = os.path.join(info.run_dir, "config.yaml")
         if os.path.exists(config_file):
             self.client.log_artifact(self.run_id, config_file)
+        log_run_context(self.client, self.run_id, info.context)
 
     def _log(self, step: int, metrics: dict[str, float]) -> None:
         import math
@@ -136,6 +159,12 @@ class MlflowSink(Callback):
         if is_best:
             self._best_path = path
 
+    def on_alert(self, step, rule, message):
+        from hrm_core.alerts import alert_tag_value
+
+        if self.client is not None:
+            self.client.set_tag(self.run_id, names.TAG_ALERT_PREFIX + rule, alert_tag_value(step, message))
+
     def on_run_end(self, step, outcome, error=None):
         if self.client is None:
             return
@@ -143,6 +172,11 @@ class MlflowSink(Callback):
         if self.upload_best_checkpoint and self._best_path and os.path.exists(self._best_path):
             self.client.log_artifact(self.run_id, self._best_path, artifact_path="checkpoints/best")
         self.client.set_tag(self.run_id, names.TAG_OUTCOME, outcome)
+        if self._alerts_checked:  # every rule that fired in this run, before a resume too ("" = healthy)
+            from hrm_core.alerts import alerts_tag
+
+            tags = self.client.get_run(self.run_id).data.tags
+            self.client.set_tag(self.run_id, names.TAG_ALERTS, alerts_tag(r for r in names.ALERT_RULES if names.TAG_ALERT_PREFIX + r in tags))
         if error:
             self.client.set_tag(self.run_id, "hrm.error", error[:5000])
         self.client.set_terminated(self.run_id, status=names.OUTCOME_STATUS[outcome])

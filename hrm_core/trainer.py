@@ -14,11 +14,14 @@ import torch
 
 from hrm_core import checkpoint as ckpt
 from hrm_core import names
+from hrm_core.alerts import AlertMonitor
 from hrm_core.callbacks import Callback, CallbackList, RunInfo
+from hrm_core.compute import ComputeMeter, stage_archs
 from hrm_core.config import TrainConfig, config_hash
 from hrm_core.data.format import PuzzleSplit, load_metadata, open_split
 from hrm_core.data.sampler import TrainSampler, eval_batches, total_train_steps
 from hrm_core.datasets import stage_data_paths
+from hrm_core.diagnostics import Diagnostics
 from hrm_core.distributed import DistContext, all_reduce_grads, all_reduce_sum, broadcast_module
 from hrm_core.errors import UserError
 from hrm_core.evaluators import evaluator_for
@@ -121,6 +124,17 @@ class Trainer:
         self.step = 0
         self.resumed_from_step = 0
         self.retention = ckpt.Retention(run_dir, cfg.checkpoint_keep_last, cfg.checkpoint_keep_best, cfg.checkpoint_mode)
+        self.compute = ComputeMeter(self.dims.vocab_size, self.dims.seq_len, cfg.global_batch_size, self.ctx.world_size)
+        self.compute.plan(stage_archs(self.base_arch, self.stages), self.schedule.stage_ends)
+        # Training health (hrm_core/diagnostics.py, hrm_core/alerts.py): they observe, change nothing.
+        self.diagnostics = (
+            Diagnostics(self.model, self.params, self.puzzle_optimizer,
+                        max(a.halt_max_steps for a in stage_archs(self.base_arch, self.stages)), self.ctx, device)
+            if cfg.diagnostics.enabled else None
+        )
+        self.alerts = AlertMonitor(cfg.alerts, cfg.lr_warmup_steps, emit=self._alert) if cfg.alerts.enabled else None
+        if self.alerts is not None:
+            self.callbacks.callbacks.append(self.alerts)  # last: it sees each record after the sinks
         if cfg.resume_from:
             self._restore(ckpt.load(cfg.resume_from))
 
@@ -218,6 +232,8 @@ class Trainer:
         backward_all(loss, outputs.get("side_losses", []), 1 / self.cfg.global_batch_size)
         self._variant_metrics = outputs.get("variant_metrics", {})
         all_reduce_grads(self.params, self.ctx)
+        if self.diagnostics is not None:  # q logits and halting sums; grad norm + weight snapshot at eval steps
+            self.diagnostics.before_update(self.carry, outputs, report=self.schedule.is_eval_step(self.step + 1))
 
         self.step += 1
         lr = self.lr_at(self.step, self.cfg.lr)
@@ -228,6 +244,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
+        if self.diagnostics is not None:
+            self.diagnostics.after_update()
         self.optimizer.zero_grad(set_to_none=True)
         self._lr = lr
         return all_reduce_sum(sums, self.ctx)
@@ -252,13 +270,18 @@ class Trainer:
         saved: dict[str, list[torch.Tensor]] = {}
         preds: list[torch.Tensor] = []
         q_halts: list[torch.Tensor] = []
+        halt_counts = self.diagnostics.eval_counts(self.device) if self.diagnostics is not None else None
         for set_name, batch, n_valid in eval_batches(
             self.eval_split, self.cfg.global_batch_size, self.ctx.rank, self.ctx.world_size
         ):
             batch = self._to_device(batch)
-            carry = self.model.initial_carry(batch)
-            for _ in range(self.hrm.cfg.halt_max_steps):  # eval runs every segment
+            carry, halt_at = self.model.initial_carry(batch), None
+            for segment in range(1, self.hrm.cfg.halt_max_steps + 1):  # eval runs every segment
                 carry, _, sums, outputs, all_halted = self.model(carry, batch)
+                if halt_counts is not None:  # diag: the first segment at which the row would halt
+                    halt_at = Diagnostics.eval_segment(halt_at, segment, outputs)
+            if halt_counts is not None:
+                Diagnostics.add_eval_rows(halt_counts, halt_at, n_valid, self.hrm.cfg.halt_max_steps)
             assert bool(all_halted), "eval rows must all halt at halt_max_steps"
             totals[sets.index(set_name)] += sums
             if self.evaluator is not None:
@@ -269,6 +292,8 @@ class Trainer:
                 if key in source:
                     saved.setdefault(key, []).append(source[key].cpu())
         all_reduce_sum(totals, self.ctx)
+        if halt_counts is not None:
+            self.diagnostics.set_eval_counts(all_reduce_sum(halt_counts, self.ctx))
         self.model.train()
         if saved:
             torch.save({k: torch.cat(v) for k, v in saved.items()}, os.path.join(self.run_dir, f"step_{self.step}_all_preds.{self.ctx.rank}"))
@@ -314,6 +339,9 @@ class Trainer:
             "config": self.cfg.model_dump(),
             "rank": self.ctx.rank,
             "stage": self.stage_index,
+            "compute": self.compute.state_dict(),
+            "diagnostics": self.diagnostics.state_dict() if self.diagnostics is not None else None,
+            "alerts": self.alerts.state_dict() if self.alerts is not None else None,
         }
 
     def _restore(self, state: dict) -> None:
@@ -325,6 +353,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.explore_gen.set_state(state["explore_rng"])
         self.step = self.resumed_from_step = int(state["step"])
+        self.compute.load_state_dict(state.get("compute"), self.step)
+        if self.diagnostics is not None:
+            self.diagnostics.load_state_dict(state.get("diagnostics"))
+        if self.alerts is not None:  # rules that fired stay fired; streaks and peaks carry on
+            self.alerts.load_state_dict(state.get("alerts"))
         saved_stage = state.get("stage", 0)
         self._enter_stage(saved_stage)
         next_stage = self.stage_at(self.step + 1)
@@ -373,11 +406,28 @@ class Trainer:
             total_steps=self.schedule.total_steps, start_step=self.step, num_params=count_parameters(self.model),
             world_size=self.ctx.world_size, hardware=hardware,
             extra={"optimizer": self.optimizer_name, "compile": self.cfg.compile, names.RESUMED_FROM_STEP: self.resumed_from_step},
+            context_fn=self._run_context if self.ctx.is_main else None,
         )
 
-    def fit(self) -> str:
-        """Train to the end of the schedule. Returns the outcome (see ``hrm_core.names``)."""
+    def _alert(self, step: int, rule: str, message: str) -> None:
+        """An alert rule fired (the ``AlertMonitor``): log it and tell every callback."""
+        self.log(f"alert {rule} at step {step}: {message}")
+        self.callbacks.on_alert(step, rule, message)
+
+    def _run_context(self) -> dict:
+        """What ``python -m sweeps reproduce`` needs to rerun this run (hrm_core/run_context.py)."""
+        from hrm_core.run_context import build_run_context
+
+        return build_run_context(self.cfg, self.stage_paths[0], self.device, self.ctx.world_size, self.stage_paths)
+
+    def fit(self, stop_at: int | None = None) -> str:
+        """Train to the end of the schedule. Returns the outcome (see ``hrm_core.names``).
+
+        ``stop_at``: end the loop after that step (with a checkpoint there) without changing
+        the schedule (total steps, LR), e.g. to rerun a run only as far as it went."""
         cfg, sched = self.cfg, self.schedule
+        self._stop_at = stop_at
+        end_step = min(sched.total_steps, stop_at) if stop_at else sched.total_steps
         hardware = describe(self.device, cfg.arch.forward_dtype, cfg.low_precision_gemm)
         info = self.run_info(hardware)
         self.log(f"{hardware} optimizer={self.optimizer_name} compile={cfg.compile} params={info.num_params:,} steps={sched.total_steps} run_dir={self.run_dir}")
@@ -388,7 +438,8 @@ class Trainer:
         last_eval = None
         try:
             t0, samples = time.perf_counter(), 0
-            while self.step < sched.total_steps:
+            self.compute.start()
+            while self.step < end_step:
                 self._enter_stage(self.stage_at(self.step + 1))
                 sums = self.train_step(self.sampler.next_batch())
                 metrics = normalise(metrics_dict(sums), names.TRAIN, cfg.global_batch_size)
@@ -398,6 +449,7 @@ class Trainer:
                 if cfg.curriculum.enabled:
                     metrics[names.CURRICULUM_STAGE] = float(self.stage_index)
                 metrics[names.TRAIN_EPOCH] = self.sampler.epoch_float
+                metrics.update(self.compute.add_step(self.hrm.cfg, self.stage_index))  # compute/*: hrm_core/compute.py
                 if not math.isfinite(metrics[names.TRAIN_LM_LOSS]) or not math.isfinite(metrics[names.metric(names.TRAIN, names.Q_HALT_LOSS)]):
                     if self.ctx.is_main:
                         self.callbacks.on_train_metrics(self.step, metrics)
@@ -405,14 +457,18 @@ class Trainer:
                 if self.ctx.is_main and (self.step % cfg.log_every_steps == 0 or self.step == sched.total_steps):
                     metrics[names.PERF_SAMPLES_PER_S] = samples / max(time.perf_counter() - t0, 1e-9)
                     t0, samples = time.perf_counter(), 0
+                    metrics.update(self.compute.planned_metrics())
                     self.callbacks.on_train_metrics(self.step, metrics)
                 eval_metrics = None
                 if sched.is_eval_step(self.step):
                     eval_metrics = last_eval = self.evaluate()
                     if cfg.curriculum.enabled and eval_metrics:
                         eval_metrics[names.CURRICULUM_STAGE] = float(self.stage_index)
-                    if self.ctx.is_main and eval_metrics:
-                        self.callbacks.on_eval(self.step, eval_metrics)
+                    if eval_metrics and not (self.step % cfg.log_every_steps == 0 or self.step == sched.total_steps):
+                        eval_metrics.update(self.compute.metrics())  # every eval step has compute/* (once)
+                    diag = self.diagnostics.report(self.hrm.cfg.halt_max_steps) if self.diagnostics is not None else {}
+                    if self.ctx.is_main and (eval_metrics or diag):
+                        self.callbacks.on_eval(self.step, {**eval_metrics, **diag})  # diag/*: hrm_core/diagnostics.py
                 if self._should_checkpoint(eval_metrics):
                     self.save_checkpoint(eval_metrics)
         except Diverged as err:
@@ -424,13 +480,14 @@ class Trainer:
         except Exception as err:
             self.callbacks.on_run_end(self.step, names.OUTCOME_ERROR, f"{type(err).__name__}: {err}")
             raise
+        self.compute.stop()
         self.last_eval = last_eval
         self.callbacks.on_run_end(self.step, outcome)
         return outcome
 
     def _should_checkpoint(self, eval_metrics: dict[str, float] | None) -> bool:
         cfg, step = self.cfg, self.step
-        if step == self.schedule.total_steps:
+        if step == self.schedule.total_steps or step == getattr(self, "_stop_at", None):
             return True
         if self.schedule.checkpoint_every and step % self.schedule.checkpoint_every == 0:
             return True

@@ -1,4 +1,4 @@
-"""``python -m sweeps run|resume|list|validate``."""
+"""``python -m sweeps run|resume|list|validate|reproduce``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     val = sub.add_parser("validate", help="only validate a sweep file")
     val.add_argument("sweep")
     val.add_argument("--scale", choices=["smoke", "cpu", "gpu"])
+    from sweeps.reproduce import add_parser as add_reproduce_parser
+
+    add_reproduce_parser(sub)
     args, extra = ap.parse_known_args(argv)
     stray = [e for e in extra if e.startswith("-") or "=" not in e or args.cmd != "run"]
     if stray:
@@ -60,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_report:
                 write_report(parent)
             return 0
+        if args.cmd == "reproduce":
+            from sweeps.reproduce import main as reproduce_main
+
+            return reproduce_main(args)
         if args.cmd == "resume":
             from sweeps.runner import resume_sweep, write_report
 

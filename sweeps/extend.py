@@ -112,8 +112,9 @@ def extend_sweep(name_or_path: str, scale: str | None = None, overrides: list[st
         log(f"invocation {parent_id} has no sweep_resolved.json: comparability of the configs is not checked")
     children = child_runs(client, parent)
     prints = {c.data.tags.get(names.TAG_DATASET_FINGERPRINT) for c in children} - {None, ""}
-    if prints and prep.fingerprint not in prints:
-        raise UserError(f"{path}: the dataset changed since invocation {parent_id} ran (fingerprint {prep.fingerprint}, "
+    now = set(prep.fingerprints.values())
+    if prints and not prints <= now:
+        raise UserError(f"{path}: the dataset changed since invocation {parent_id} ran (fingerprint {', '.join(sorted(now))}, "
                         f"was {', '.join(sorted(prints))}); run a new sweep instead")
     done = done_pairs(children)
     new_pairs = [(arm, seed) for seed in spec.seeds for arm in spec.arms if (arm, str(seed)) not in done]

@@ -8,6 +8,8 @@ spools them to disk and replays them in order, so nothing is lost or logged twic
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import time
@@ -15,7 +17,9 @@ import time
 from ray.tune import Callback
 
 from hrm_core import names
-from trainables.tune_sink import HISTORY, OUTCOME, RUN_INFO, STEP, TOTAL_STEPS
+from trainables.tune_sink import ALERTS, HISTORY, OUTCOME, RUN_INFO, STEP, TOTAL_STEPS
+
+logger = logging.getLogger(__name__)
 
 
 def find_child_run(client, experiment_id: str, parent_id: str, trial_id: str):
@@ -118,6 +122,8 @@ class MlflowTrialLogger(Callback):
 
         run_id = self.run_id(trial)
         run_info = result.get(RUN_INFO)
+        if isinstance(run_info, str):  # sent as JSON text (see TuneSink._payload)
+            run_info = json.loads(run_info)
         if run_info:
             tags = [RunTag(k, str(v)) for k, v in run_info["tags"].items() if v != ""]
             params = []
@@ -128,6 +134,8 @@ class MlflowTrialLogger(Callback):
                 self._params_logged.add(trial.trial_id)
             for i in range(0, max(len(params), 1), 100):
                 self.client.log_batch(run_id, params=params[i : i + 100], tags=tags if i == 0 else [])
+            if run_info.get("context"):  # once per attempt: run_context.json (+ git_diff.patch)
+                self._log_context(run_id, run_info["context"])
         ts = int(time.time() * 1000)
         upto = self._last_logged_step(trial)
         # resumed_from_step marks the restart itself, at the restored step: always new
@@ -142,8 +150,27 @@ class MlflowTrialLogger(Callback):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
         if history:
             self._logged_upto[trial.trial_id] = max(upto, *(step for step, _ in history))
+        alerts = result.get(ALERTS) or []
+        if alerts:  # hrm.alert.<rule> = "step <n>: <message>" (each rule once per run: see hrm_core/alerts.py)
+            from hrm_core.alerts import alert_tag_value
+
+            self.client.log_batch(run_id, tags=[RunTag(names.TAG_ALERT_PREFIX + rule, alert_tag_value(int(step), msg)) for step, rule, msg in alerts])
         if result.get(OUTCOME):
             self._end(trial, result[OUTCOME])
+        # Logged: Tune's own records of the trial (last_result, experiment snapshots,
+        # result.json) need not carry the step history and the run info.
+        for key in (HISTORY, RUN_INFO, ALERTS):
+            result.pop(key, None)
+
+    def _log_context(self, run_id: str, context) -> None:
+        """Artifacts are not spooled: retried briefly while a server is away, then skipped
+        with a warning (the run's metrics and tags do not depend on them)."""
+        from hrm_core.tracking import log_run_context
+
+        try:
+            self.client.retrying(lambda: log_run_context(self.client, run_id, context), wait_s=60)
+        except Exception as err:  # noqa: BLE001 - never fail the sweep for a missing artifact
+            logger.warning("could not log %s for run %s: %s", names.RUN_CONTEXT_ARTIFACT, run_id, err)
 
     def _end(self, trial, outcome: str) -> None:
         if trial.trial_id in self._ended:
@@ -155,6 +182,11 @@ class MlflowTrialLogger(Callback):
             self._ended.add(trial.trial_id)
             return
         self.client.set_tag(run_id, names.TAG_OUTCOME, outcome)
+        if run.data.params.get("alerts.enabled") == "True":  # the rules were checked: "" = healthy
+            from hrm_core.alerts import alerts_tag
+
+            tags = run.data.tags  # read after the last result's alert tags were written
+            self.client.set_tag(run_id, names.TAG_ALERTS, alerts_tag(r for r in names.ALERT_RULES if names.TAG_ALERT_PREFIX + r in tags))
         self.client.set_terminated(run_id, status=names.OUTCOME_STATUS[outcome])
         self._ended.add(trial.trial_id)
 

@@ -27,7 +27,7 @@ class Prepared:
     spec: SweepSpec
     path: str
     planned_steps: int
-    fingerprint: str
+    fingerprints: dict[str, str]  # dataset path -> content fingerprint, for each dataset the trials train on
 
 
 def prepare(name_or_path: str, scale: str | None = None, overrides: list[str] | None = None, log=print) -> Prepared:
@@ -38,15 +38,16 @@ def prepare(name_or_path: str, scale: str | None = None, overrides: list[str] | 
 
     spec, path = load_spec(name_or_path, scale, overrides)
     configs = validate(spec, path)
-    planned, fingerprint = 0, ""
+    planned, fingerprints = 0, {}
     for cfg in configs:  # datasets are built once per sweep, here, not once per trial
         data_path = resolve_data_path(cfg, log=log)
         stage_data_paths(cfg, data_path, log=log)
-        fingerprint = fingerprint or dataset_fingerprint(data_path)
+        if data_path not in fingerprints:  # arms may train on different datasets
+            fingerprints[data_path] = dataset_fingerprint(data_path)
         meta = load_metadata(data_path, "train")
         steps = cfg.curriculum.total_steps if cfg.curriculum.enabled else total_train_steps(meta, cfg.epochs, cfg.global_batch_size)
         planned = max(planned, min(steps, cfg.max_steps) if cfg.max_steps else steps)
-    return Prepared(spec, path, planned, fingerprint)
+    return Prepared(spec, path, planned, fingerprints)
 
 
 def _init_ray(spec: SweepSpec) -> None:
@@ -82,7 +83,7 @@ def _tuner_parts(prep: Prepared, parent_id: str, storage: str, uri: str, experim
         "cpus_per_trial": spec.resources.cpu,
         "gpus_per_trial": spec.resources.gpu,
         "workers_per_trial": spec.resources.workers,
-        "dataset_fingerprint": prep.fingerprint,
+        "dataset_fingerprints": prep.fingerprints,
         "name": spec.name,
         **spec.test_hooks.model_dump(),
     }
@@ -115,6 +116,8 @@ def _tune_config_and_space(prep: Prepared, ctx: dict, sweep_key: str, study_stor
 
     spec = prep.spec
     metrics, modes = spec.objective.metrics, spec.objective.modes
+    # reuse_actors: a finished trial's worker process takes the next trial (no new process,
+    # no second torch import); every trial sets its own threads, seeds and data anyway.
     if spec.kind == "ablation":
         trials = [
             {"arm": arm, "seed": seed, "overrides": [*overrides, f"seed={seed}"]}
@@ -122,7 +125,7 @@ def _tune_config_and_space(prep: Prepared, ctx: dict, sweep_key: str, study_stor
             for arm, overrides in spec.arms.items()
         ]
         space = {sweep_key: ctx, "__trial": tune.grid_search(trials)}
-        cfg = tune.TuneConfig(num_samples=1, max_concurrent_trials=_concurrency(spec), time_budget_s=spec.time_budget_s)
+        cfg = tune.TuneConfig(num_samples=1, max_concurrent_trials=_concurrency(spec), time_budget_s=spec.time_budget_s, reuse_actors=True)
         return cfg, space
     import optuna
     from optuna.storages import RDBStorage
@@ -150,7 +153,7 @@ def _tune_config_and_space(prep: Prepared, ctx: dict, sweep_key: str, study_stor
     ctx = {**ctx, "base": [*ctx["base"], f"seed={seed}"]}
     cfg = tune.TuneConfig(
         search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
-        max_concurrent_trials=_concurrency(spec), time_budget_s=spec.time_budget_s,
+        max_concurrent_trials=_concurrency(spec), time_budget_s=spec.time_budget_s, reuse_actors=True,
     )
     return cfg, {sweep_key: ctx}
 
@@ -212,6 +215,8 @@ def _finish(tuner, client, parent_id: str, prep: Prepared, log) -> str:
     client.log_text(parent_id, json.dumps(summary, indent=2), "summary.json")
     for key, value in summary["outcomes"].items():
         client.log_metric(parent_id, f"sweep/{key}", value)
+    for key, value in summary.get("compute", {}).items():  # compute/sweep_* totals (hrm_core/compute.py)
+        client.log_metric(parent_id, key, value)
     client.set_tag(parent_id, names.TAG_SWEEP_STATUS, "finished")
     client.set_terminated(parent_id, "FINISHED")
     del results
@@ -230,7 +235,11 @@ def summarise(client, parent_id: str, spec: SweepSpec) -> dict:
     metric = spec.objective.metrics[0]
     scored = [(r.data.metrics.get(metric), r.data.tags.get(names.TAG_ARM)) for r in runs if r.data.metrics.get(metric) is not None]
     best = (max if spec.objective.modes[0] == "max" else min)(scored, default=(None, None), key=lambda x: x[0])
-    return {"trials": len(runs), "outcomes": outcomes, "objective": metric, "best_value": best[0], "best_arm": best[1]}
+    from hrm_core.compute import sweep_totals
+
+    compute = sweep_totals((r.data.metrics, r.data.tags) for r in runs)
+    return {"trials": len(runs), "outcomes": outcomes, "objective": metric, "best_value": best[0], "best_arm": best[1],
+            "compute": compute}
 
 
 def find_invocation(name: str, invocation: str | None = None):

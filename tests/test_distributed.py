@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from hrm_core import names
 from tests.conftest import PROJECT
 
 pytestmark = pytest.mark.slow
@@ -40,6 +42,14 @@ def test_one_and_two_ranks_agree(sudoku4_dataset, tmp_path):
     # Only the order of floating-point sums differs (all-reduce of two halves vs one batch):
     # after 6 AdamATan2 steps of lr 1e-3 every parameter agrees to within 1e-4.
     assert worst < 1e-4, worst
+    # diag/* are reduced over ranks: the same figures as one rank's (halting counts exactly)
+    diag = {}
+    for n in (1, 2):
+        rows = [json.loads(line) for line in open(tmp_path / f"r{n}" / "metrics.jsonl")]
+        diag[n] = {k: v for r in rows for k, v in r.items() if k.startswith(names.DIAG_PREFIX)}
+    assert names.DIAG_GRAD_NORM in diag[1] and sorted(diag[1]) == sorted(diag[2])
+    for key, value in diag[1].items():
+        assert diag[2][key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
 
 
 def test_global_batch_must_divide_world_size(sudoku4_dataset, tmp_path):

@@ -98,3 +98,27 @@ def test_shipped_sweeps_validate(name, scale):
 
     spec, path = load_spec(name, scale)
     assert validate(spec, path, check_cluster=False)
+
+
+def test_prepare_fingerprints_every_dataset_the_arms_train_on(tmp_path, sudoku4_dataset):
+    """Arms on different datasets: each dataset gets its own fingerprint (trials are tagged
+    with the one they train on, not the first arm's)."""
+    from hrm_core.data.format import dataset_fingerprint
+    from hrm_core.datasets import default_data_dir
+    from sweeps.runner import prepare
+
+    path = tmp_path / "two_data.yaml"
+    path.write_text(f"""\
+name: two_data
+kind: ablation
+base: [data=sudoku4]
+control: builtin
+arms:
+  builtin: []
+  other: [data_path={sudoku4_dataset}]
+seeds: [0]
+scale: smoke
+""")
+    prep = prepare(str(path), log=lambda *_: None)
+    builtin = default_data_dir("sudoku4")
+    assert prep.fingerprints == {builtin: dataset_fingerprint(builtin), sudoku4_dataset: dataset_fingerprint(sudoku4_dataset)}

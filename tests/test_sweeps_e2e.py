@@ -61,6 +61,15 @@ max_concurrent: 2
     # the gated arm logs its gate statistics
     gated = next(k for k in kids if k.data.tags[names.TAG_ARM] == "gated")
     assert "gate/L/x_mean" in gated.data.metrics
+    # compute accounting: the summary's per-step FLOPs x 16 steps per trial, summed on the parent run
+    per_step = {k.data.tags[names.TAG_ARM]: k.data.metrics[names.COMPUTE_FLOPS_PER_STEP] for k in kids}
+    assert per_step["gated"] > per_step["plain"] > 0  # the gates' MLPs cost FLOPs
+    for k in kids:
+        assert k.data.metrics[names.COMPUTE_TRAIN_FLOPS] == 16 * per_step[k.data.tags[names.TAG_ARM]]
+        assert k.data.metrics[names.COMPUTE_PLANNED_STEPS] == 16 and k.data.metrics[names.COMPUTE_DEVICE_SECONDS] > 0
+    parent = store.get_run(parent_id)
+    assert parent.data.metrics[names.COMPUTE_SWEEP_FLOPS] == sum(k.data.metrics[names.COMPUTE_TRAIN_FLOPS] for k in kids)
+    assert parent.data.metrics[names.COMPUTE_SAVED_FLOPS] == 0
 
     # the report renders end to end on this real sweep, from MLflow alone
     from analysis.report import build_report
@@ -69,6 +78,17 @@ max_concurrent: 2
     html = (tmp_path / "report" / "report.html").read_text()
     assert (tmp_path / "report" / "report.ipynb").exists() and "<img" in html, paths
     assert "gated" in html and "plain" in html
+    # compute and health sections, and each run's reproduce command
+    import nbformat
+
+    nb = nbformat.read(str(tmp_path / "report" / "report.ipynb"), as_version=4)
+    headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
+    assert "## Compute" in headings and "## Health" in headings
+    assert "Compute to reach eval/exact_accuracy" in html and "training FLOPs" in html and "parent run totals" in html
+    assert all(f"python -m sweeps reproduce {k.info.run_id}" in html for k in kids)
+    # the alert rules check every trial (hrm.alerts set at its end; needs hrm_core/alerts.py)
+    assert all(names.TAG_ALERTS in k.data.tags for k in kids), "trials carry no hrm.alerts tag"
+    assert "Not checked: no run carries" not in html
     artifacts = {a.path for a in store.list_artifacts(parent_id, "report")}
     assert {"report/report.ipynb", "report/report.html"} <= artifacts
 
@@ -101,6 +121,10 @@ sampler: {type: random, seed: 0}  # draws lr 0.01, 0, 0.01, 0.01, 0, 0
     for k in stopped:
         assert float(k.data.params["lr"]) == 0.0, "only the arm that cannot learn is stopped"
         assert max(no_duplicate_points(store, k.info.run_id)) < 24
+    # the FLOPs early stopping saved: the steps the stopped trials did not take x FLOPs per step
+    saved = sum((24 - max(no_duplicate_points(store, k.info.run_id))) * k.data.metrics[names.COMPUTE_FLOPS_PER_STEP] for k in stopped)
+    assert saved > 0 and parent.data.metrics[names.COMPUTE_SAVED_FLOPS] == saved
+    assert parent.data.metrics[names.COMPUTE_SWEEP_FLOPS] == sum(k.data.metrics[names.COMPUTE_TRAIN_FLOPS] for k in kids)
     study = optuna.load_study(study_name=parent.data.tags[names.TAG_OPTUNA_STUDY], storage=parent.data.tags[names.TAG_OPTUNA_STORAGE])
     states = sorted(t.state.name for t in study.trials)
     assert states.count("PRUNED") == len(stopped)
@@ -143,9 +167,9 @@ base: [data=sudoku4, max_steps=16]
 control: ok
 arms:
   ok: [lr=0.001]
-  nan: [lr=0.001]
+  nan: [lr=0.001, puzzle_emb_lr=0]
 seeds: [0]
-test_hooks: {inject_nan_arm: nan, inject_nan_at: 5}
+test_hooks: {inject_nan_arm: nan, inject_nan_at: 9}
 """ + SMOKE)
     parent_id = run_sweep(path, log=lambda *_: None)
     kids = {k.data.tags[names.TAG_ARM]: k for k in children(store, parent_id)}
@@ -153,6 +177,13 @@ test_hooks: {inject_nan_arm: nan, inject_nan_at: 5}
     assert kids["nan"].info.status == "FINISHED"
     assert kids["ok"].data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED
     assert max(no_duplicate_points(store, kids["ok"].info.run_id)) == 16
+    # alerts reach the trial's run: puzzle_emb_frozen with the checkpoint report of step 8,
+    # nonfinite with the diverged trial's last report; hrm.alerts lists them at the end
+    nan_tags = kids["nan"].data.tags
+    assert nan_tags[names.TAG_ALERT_PREFIX + "puzzle_emb_frozen"].startswith("step 8: ")
+    assert nan_tags[names.TAG_ALERT_PREFIX + "nonfinite"].startswith("step 10: train/lm_loss = nan")
+    assert nan_tags[names.TAG_ALERTS] == "nonfinite,puzzle_emb_frozen"
+    assert "puzzle_emb_frozen" not in kids["ok"].data.tags[names.TAG_ALERTS]  # checked: the tag is there
 
 
 def test_killed_trial_resumes_from_its_checkpoint(ray_local, store, tmp_path):

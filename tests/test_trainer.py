@@ -41,7 +41,7 @@ def make_trainer(data: str, run_dir: str, *overrides: str, callbacks=()):
 def read_metrics(run_dir: str) -> list[dict]:
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
-    return [{k: v for k, v in r.items() if not k.startswith(names.PERF_PREFIX)} for r in rows]
+    return [{k: v for k, v in r.items() if not names.is_timing(k)} for r in rows]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

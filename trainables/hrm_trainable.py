@@ -56,7 +56,7 @@ def trial_setup(config: dict, gpu_ids: list, cpus: int | None = None):
     tags = {
         names.TAG_ARM: str(trial.get("arm", "")),
         names.TAG_SEED: str(cfg.seed),
-        names.TAG_DATASET_FINGERPRINT: ctx.get("dataset_fingerprint", ""),
+        names.TAG_DATASET_FINGERPRINT: ctx.get("dataset_fingerprints", {}).get(data_path, ""),
         TAG_GPU_IDS: ",".join(str(g) for g in gpu_ids),  # which device(s) Ray gave the trial
     }
     return cfg, device, tags, trial
@@ -93,7 +93,7 @@ def train_hrm(config: dict) -> None:
     if checkpoint is not None:  # a retried or resumed trial continues exactly
         local = checkpoint.to_directory(os.path.join(run_dir, "restore"))
         cfg = cfg.model_copy(update={"resume_from": os.path.join(local, "state.pt")})
-    trainer = Trainer(cfg, cfg.data_path, run_dir, device, [TuneSink(tags)], log=lambda *_: None)
+    trainer = Trainer(cfg, cfg.data_path, run_dir, device, [TuneSink(tags, background=True)], log=lambda *_: None)
     apply_test_hooks(trainer, config, trial)
     trainer.fit()
 
