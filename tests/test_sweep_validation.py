@@ -57,26 +57,46 @@ CASES = {
 }
 
 
+def _ray_running() -> bool:
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_fault_is_one_line_and_starts_nothing(case, tmp_path):
+def test_each_fault_is_one_line_and_starts_nothing(case, tmp_path, monkeypatch, capsys):
+    """In-process (the CLI's own main), so each case costs no interpreter start-up; the
+    fresh-process exit code is checked once below."""
+    from sweeps.__main__ import main
+
     content, needle = CASES[case]
     path = tmp_path / f"{case}.yaml"
     path.write_bytes(content)
     db = tmp_path / "mlflow.db"
     storage = tmp_path / "ray"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "RAY_ADDRESS": ""}
-    env.pop("RAY_ADDRESS")
-    proc = subprocess.run(
-        [sys.executable, "-m", "sweeps", "run", str(path), f"storage_path={storage}"],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error:"), proc.stderr
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray_before = _ray_running()
+    assert main(["run", str(path), f"storage_path={storage}"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error:"), errors
     assert needle in errors[0], errors[0]
-    assert str(path) in errors[0] or case in ("bad_arm_override",) or str(path) in errors[0]
+    assert str(path) in errors[0] or case == "bad_arm_override", errors[0]
     assert not db.exists(), "no MLflow run may exist"
     assert not storage.exists(), "nothing written"
+    assert ray_before or not _ray_running(), "no Ray may be started"
+
+
+def test_fault_exits_2_from_a_fresh_process(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_bytes(CASES["duplicate_key"][0])
+    db = tmp_path / "mlflow.db"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    proc = subprocess.run([sys.executable, "-m", "sweeps", "run", str(path), f"storage_path={tmp_path / 'ray'}"],
+                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert errors == [errors[0]] and "duplicate key 'seeds'" in errors[0] and str(path) in errors[0], proc.stderr
+    assert not db.exists() and not (tmp_path / "ray").exists()
 
 
 def test_validation_does_not_import_ray(tmp_path):
