@@ -698,6 +698,13 @@ class ReportResult:
     conclusion: str
     uploaded: bool
 
+    def summary(self) -> str:
+        """What a user reads at the end: the conclusion, then where the report is."""
+        lines = [self.conclusion, "", f"notebook: {self.notebook}", f"html: {self.html}"]
+        if self.uploaded:
+            lines.append(f"attached to parent run {self.parent_run_id} (artifacts/{ARTIFACT_DIR}/)")
+        return "\n".join(lines)
+
 
 def default_out_dir(info: SweepInfo) -> Path:
     return REPORTS_DIR / names.safe_name(info.sweep) / (info.parent_run_id or "all")
@@ -800,12 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ReportError, MlflowException, OSError) as e:
         print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
         return 1
-    print(res.conclusion)
-    print()
-    print(f"notebook: {res.notebook}")
-    print(f"html: {res.html}")
-    if res.uploaded:
-        print(f"attached to parent run {res.parent_run_id} (artifacts/{ARTIFACT_DIR}/)")
+    print(res.summary())
     return 0
 
 

@@ -303,11 +303,11 @@ def write_report(parent_id: str, log=print) -> None:
     from hrm_core.tracking import tracking_uri
 
     try:
-        paths = build_report(parent_run=parent_id, tracking_uri=tracking_uri())
+        res = build_report(parent_run=parent_id, tracking_uri=tracking_uri())
     except Exception as err:  # noqa: BLE001 - the sweep's results stand; say how to retry
         log(f"report failed: {type(err).__name__}: {err}; retry with: python -m analysis.report --parent-run {parent_id}")
         return
-    log(f"report: {paths}")
+    log(res.summary())
 
 
 def list_sweeps(out=sys.stdout) -> None:

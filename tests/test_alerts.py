@@ -15,7 +15,7 @@ from hrm_core import names
 from hrm_core.alerts import AlertMonitor, AlertRules, alerts_tag
 from hrm_core.config import AlertsConfig
 from tests.conftest import PROJECT
-from tests.test_trainer import StopAt, make_trainer, read_metrics
+from tests.test_trainer import crashed_and_resumed, make_trainer, read_metrics, resumed_metrics
 
 H = 4
 WARMUP = 10
@@ -154,15 +154,12 @@ def test_resumed_trainer_keeps_its_alert_state(sudoku4_dataset, tmp_path):
     assert [(r["step"], r["alert"]) for r in expected] == [(4, "puzzle_emb_frozen"), (12, "act_always_max")]
 
     part = str(tmp_path / "part")
-    stopped = make_trainer(sudoku4_dataset, part, *args, callbacks=[StopAt(8)])
-    with pytest.raises(KeyboardInterrupt):
-        stopped.fit()
-    resumed = make_trainer(sudoku4_dataset, part, *args, f"resume_from={part}/step_8.pt")
+    resumed = crashed_and_resumed(sudoku4_dataset, part, 8, *args)
     assert set(resumed.alerts.fired) == {"puzzle_emb_frozen"}
     resumed.fit()
     assert alert_lines(part) == expected
     assert resumed.alerts.fired == full.alerts.fired
-    assert [r for r in read_metrics(part) if names.RESUMED_FROM_STEP not in r] == read_metrics(str(tmp_path / "full"))
+    assert resumed_metrics(part) == read_metrics(str(tmp_path / "full"))
 
 
 def test_checkpoint_from_before_alerts_resumes(sudoku4_dataset, tmp_path):

@@ -8,7 +8,7 @@ import torch
 from hrm_core import names
 from hrm_core.errors import UserError
 from hrm_core.optim import cosine_schedule
-from tests.test_trainer import StopAt, make_trainer, read_metrics
+from tests.test_trainer import crashed_and_resumed, make_trainer, read_metrics, resumed_metrics
 
 STAGES = "curriculum.stages=[{name: a, steps: 3, halt_max_steps: 2}, {name: b, steps: 4, halt_max_steps: 3}, {name: c, steps: 5, halt_max_steps: 4, L_cycles: 1}]"
 CURRICULUM = (STAGES, "eval_every_steps=null", "checkpoint_every_steps=2", "lr_warmup_steps=2")
@@ -37,14 +37,10 @@ def test_stage_boundaries_budgets_and_schedule(sudoku4_dataset, tmp_path):
 def test_resume_in_the_middle_of_stage_two(sudoku4_dataset, tmp_path):
     full = make_trainer(sudoku4_dataset, str(tmp_path / "full"), *CURRICULUM)
     full.fit()
-    stopped = make_trainer(sudoku4_dataset, str(tmp_path / "part"), *CURRICULUM, callbacks=[StopAt(6)])
-    with pytest.raises(KeyboardInterrupt):
-        stopped.fit()
-    resumed = make_trainer(sudoku4_dataset, str(tmp_path / "part"), *CURRICULUM, f"resume_from={tmp_path / 'part' / 'step_6.pt'}")
+    resumed = crashed_and_resumed(sudoku4_dataset, str(tmp_path / "part"), 6, *CURRICULUM)
     assert resumed.step == 6 and resumed.stage_index == 1 and resumed.hrm.cfg.halt_max_steps == 3
     resumed.fit()
-    part = [r for r in read_metrics(str(tmp_path / "part")) if names.RESUMED_FROM_STEP not in r]
-    assert part == read_metrics(str(tmp_path / "full"))
+    assert resumed_metrics(str(tmp_path / "part")) == read_metrics(str(tmp_path / "full"))
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 

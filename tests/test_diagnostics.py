@@ -11,7 +11,7 @@ from hrm_core import names
 from hrm_core.diagnostics import Diagnostics, halting_metrics, param_groups
 from hrm_core.model import PuzzleEmbedding
 from hrm_core.optim import SparseSignSGD
-from tests.test_trainer import StopAt, make_trainer, read_metrics
+from tests.test_trainer import crashed_and_resumed, make_trainer, read_metrics, resumed_metrics
 
 GATED = ("arch.use_gating=true", "arch.subgoal_head.enabled=true")
 
@@ -87,12 +87,8 @@ def test_diag_resume_between_evals_matches_an_uninterrupted_run(sudoku4_dataset,
     every3 = ("checkpoint_every_steps=3",)
     full = make_trainer(sudoku4_dataset, str(tmp_path / "full"), *every3)
     full.fit()
-    stopped = make_trainer(sudoku4_dataset, str(tmp_path / "part"), *every3, callbacks=[StopAt(6)])
-    with pytest.raises(KeyboardInterrupt):
-        stopped.fit()
-    resumed = make_trainer(sudoku4_dataset, str(tmp_path / "part"), *every3, f"resume_from={tmp_path / 'part' / 'step_6.pt'}")
-    resumed.fit()
-    got = [r for r in read_metrics(str(tmp_path / "part")) if names.RESUMED_FROM_STEP not in r]
+    crashed_and_resumed(sudoku4_dataset, str(tmp_path / "part"), 6, *every3).fit()
+    got = resumed_metrics(str(tmp_path / "part"))
     expected = read_metrics(str(tmp_path / "full"))
     assert got == expected  # diag/* and alert lines included
     assert any(names.DIAG_GRAD_NORM in r for r in got if r["step"] == 8)

@@ -128,15 +128,21 @@ def _markdown(nb) -> str:
     return "\n".join(out)
 
 
-@pytest.mark.slow
-def test_ablation_report_has_compute_health_and_reproduce(store):
+def _executed(store, key: str):
+    """The report of one stored sweep, built and executed: (result, notebook, its markdown)."""
     uri, ids, root = store
-    res = report.build_report(parent_run=ids["abl"], tracking_uri=uri, out=root / "abl-report", upload=False)
+    res = report.build_report(parent_run=ids[key], tracking_uri=uri, out=root / f"{key}-report", upload=False)
     nb = nbformat.read(str(res.notebook), as_version=4)
     assert notebook.error_cells(nb) == 0
+    return res, nb, _markdown(nb)
+
+
+@pytest.mark.slow
+def test_ablation_report_has_compute_health_and_reproduce(store):
+    uri, ids, _ = store
+    res, nb, text = _executed(store, "abl")
     headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
     assert "## Compute" in headings and "## Health" in headings
-    text = _markdown(nb)
     assert "Health: 2 of 6 runs raised alerts" in nb.cells[0].source
     assert "grad norm 1e3 &gt; 100 x its running median" in text or "grad norm 1e3 > 100 x its running median" in text
     assert "Compute to reach eval/exact_accuracy ≥" in text and "0.9 × the best arm's final mean" in text
@@ -152,16 +158,9 @@ def test_ablation_report_has_compute_health_and_reproduce(store):
 
 @pytest.mark.slow
 def test_search_and_old_sweeps_render(store):
-    uri, ids, root = store
-    res = report.build_report(parent_run=ids["search"], tracking_uri=uri, out=root / "srch-report", upload=False)
-    nb = nbformat.read(str(res.notebook), as_version=4)
-    assert notebook.error_cells(nb) == 0
-    text = _markdown(nb)
+    _, _, text = _executed(store, "search")
     assert "Early stopping (6 of 8 trials stopped) saved" in text and "computed from the trials" in text
     assert "0.9 × the best trial's final value" in text
     assert "Not checked: no run carries the hrm.alerts tag" in text
-    old = report.build_report(parent_run=ids["old"], tracking_uri=uri, out=root / "old-report", upload=False)
-    nb = nbformat.read(str(old.notebook), as_version=4)
-    assert notebook.error_cells(nb) == 0
-    text = _markdown(nb)
+    _, _, text = _executed(store, "old")
     assert "No run logged compute/*" in text and "No diag/grad_norm" in text and "Not checked" in text

@@ -109,12 +109,6 @@ def scale_runner(monkeypatch, ray_scale):
     return runner
 
 
-
-
-
-
-
-
 DDP_SWEEP = """\
 name: scale_ddp
 kind: ablation

@@ -38,6 +38,20 @@ def make_trainer(data: str, run_dir: str, *overrides: str, callbacks=()):
     return Trainer(cfg, data, run_dir, CPU, [JsonlSink(run_dir), *callbacks], log=lambda *_: None)
 
 
+def crashed_and_resumed(data: str, run_dir: str, k: int, *overrides: str):
+    """Train until a crash right after the step-``k`` checkpoint; return the trainer that
+    resumes from it (not yet fitted)."""
+    stopped = make_trainer(data, run_dir, *overrides, callbacks=[StopAt(k)])
+    with pytest.raises(KeyboardInterrupt):
+        stopped.fit()
+    return make_trainer(data, run_dir, *overrides, f"resume_from={os.path.join(run_dir, f'step_{k}.pt')}")
+
+
+def resumed_metrics(run_dir: str) -> list[dict]:
+    """A resumed run's metrics without its resumed_from_step marker: what an uninterrupted run logs."""
+    return [r for r in read_metrics(run_dir) if names.RESUMED_FROM_STEP not in r]
+
+
 def read_metrics(run_dir: str) -> list[dict]:
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
