@@ -1,4 +1,4 @@
-"""Scale-out, for real: sweeps against a real `mlflow server` (PostgreSQL 15; SQLite where PostgreSQL cannot start;
+"""Scale-out, for real: sweeps against a real `mlflow server` (PostgreSQL 15, or SQLite where PostgreSQL cannot start;
 artifacts and Tune's storage_path on a real S3 API served by moto), the server's failure modes
 (unreachable at start, restarted mid-sweep), a two-node Ray cluster on this machine, and the
 static checks of docker/ (Ray's cluster schema, the compose file, no committed secrets).
@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 import uuid
-import warnings
 
 import pytest
 import yaml
@@ -740,21 +739,25 @@ def s3():
 _PG_FAILURE: dict[str, str] = {}
 
 
-@pytest.fixture(scope="module")
-def server(s3, tmp_path_factory):
-    """A real `mlflow server` on PostgreSQL 15 (the production backend), with artifacts in
-    S3. Where PostgreSQL cannot start, the same server runs on SQLite instead, and says why."""
-    tmp = str(tmp_path_factory.mktemp("mlflow-server"))
+@pytest.fixture(scope="module", params=["postgres", "sqlite"])
+def server(request, s3, tmp_path_factory):
+    """A real `mlflow server` on PostgreSQL 15 (the production backend), artifacts in S3.
+    Where PostgreSQL cannot start, the PostgreSQL variant skips with the reason and the same
+    server runs on SQLite instead; where it starts, the SQLite variant is skipped (one real
+    server path per run keeps the suite short)."""
+    tmp = str(tmp_path_factory.mktemp(f"mlflow-{request.param}"))
     pg = srv = None
     try:
-        try:
-            pg = Postgres()
-        except Exception as err:  # noqa: BLE001 - reported, then the SQLite backend stands in
-            _PG_FAILURE["reason"] = " ".join(str(err).split())[:300]
-            warnings.warn(f"PostgreSQL 15 cannot start here; the server runs on SQLite: {_PG_FAILURE['reason']}", stacklevel=1)
-        if pg is not None:
+        if request.param == "postgres":
+            try:
+                pg = Postgres()
+            except Exception as err:  # noqa: BLE001 - becomes the skip reason
+                _PG_FAILURE["reason"] = " ".join(str(err).split())[:300]
+                pytest.skip(f"PostgreSQL 15 cannot start here, the SQLite variant covers the server path: {_PG_FAILURE['reason']}")
             srv = MlflowServer("postgres", pg.uri, s3, tmp, {"PGPASSWORD": pg.password})
         else:
+            if "reason" not in _PG_FAILURE:
+                pytest.skip("the PostgreSQL variant ran the server path")
             srv = MlflowServer("sqlite", f"sqlite:///{tmp}/mlflow.db", s3, tmp, {})
         srv.pg = pg
         yield srv
