@@ -124,6 +124,7 @@ class Trainer:
         self.step = 0
         self.resumed_from_step = 0
         self.retention = ckpt.Retention(run_dir, cfg.checkpoint_keep_last, cfg.checkpoint_keep_best, cfg.checkpoint_mode)
+        self._stop_at: int | None = None  # fit(stop_at=...): the last step of this call
         self.compute = ComputeMeter(self.dims.vocab_size, self.dims.seq_len, cfg.global_batch_size, self.ctx.world_size)
         self.compute.plan(stage_archs(self.base_arch, self.stages), self.schedule.stage_ends)
         # Training health (hrm_core/diagnostics.py, hrm_core/alerts.py): they observe, change nothing.
@@ -487,7 +488,7 @@ class Trainer:
 
     def _should_checkpoint(self, eval_metrics: dict[str, float] | None) -> bool:
         cfg, step = self.cfg, self.step
-        if step == self.schedule.total_steps or step == getattr(self, "_stop_at", None):
+        if step == self.schedule.total_steps or step == self._stop_at:
             return True
         if self.schedule.checkpoint_every and step % self.schedule.checkpoint_every == 0:
             return True
