@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
-.PHONY: help install test test-fast test-gpu lint train-demo summary benchmark-throughput benchmark-learning clean \
+.PHONY: help install test test-fast test-gpu lint train-demo summary benchmark-throughput benchmark-reference benchmark-learning clean \
 	sweep-gate-bias sweep-gate-hidden-ratio sweep-feudal-weight sweep-manager-period sweep-halt-steps \
 	sweep-curriculum ablate-gating sweep-list mlflow-ui report
 
@@ -53,6 +53,10 @@ summary: $(STAMP) ## Parameter counts and FLOPs of the reference model (hrm_v1)
 
 benchmark-throughput: $(STAMP) ## s/step and samples/s, fp32/bf16 x eager/compile
 	$(PY) benchmarks/train_throughput.py
+
+benchmark-reference: $(STAMP) ## The reference HRM's own train step beside ours; REF=path/to/its/checkout
+	@test -n "$(REF)" || { echo "error: REF is not set: make benchmark-reference REF=path/to/a/checkout/of/sapientinc/HRM" >&2; exit 2; }
+	$(PY) benchmarks/reference_throughput.py --reference-dir "$(REF)"
 
 benchmark-learning: $(STAMP) ## Held-out exact accuracy over 150 s on 4x4 Sudoku
 	$(PY) benchmarks/learning_sudoku4.py

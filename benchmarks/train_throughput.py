@@ -7,8 +7,8 @@ batch 8 and for the tiny config at batch 64, in fp32/bf16 x eager/compile.
     python benchmarks/train_throughput.py                 # every case
     python benchmarks/train_throughput.py --cases hrm_v1:float32:compile --steps 5
 
-For comparison, the reference implementation's own code measured on an AVX512-BF16 CPU:
-0.70 s/step at best (hrm_v1, batch 8, bf16 + compile), 2.45-2.98 s/step in fp32 eager.
+To time the reference implementation's own code beside ours, case by case, on the same
+machine: benchmarks/reference_throughput.py --reference-dir PATH (results in LOG.md).
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ ARCHS = {
 }
 
 
-def bench(arch_name: str, dtype: str, mode: str, steps: int, budget_s: float, device: torch.device, gemm: str) -> dict:
-    overrides, batch_size = ARCHS[arch_name]
+def bench(arch_name: str, dtype: str, mode: str, steps: int, budget_s: float, device: torch.device, gemm: str,
+          batch_size: int | None = None) -> dict:
+    overrides, default_batch = ARCHS[arch_name]
+    batch_size = batch_size or default_batch
     arch = ArchConfig(**overrides, forward_dtype=dtype)
     torch.manual_seed(0)
     with torch.device(device):
