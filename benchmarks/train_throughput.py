@@ -1,4 +1,8 @@
-"""Training throughput of the HRM trainer: s/step and samples/s.
+"""Training throughput of the HRM trainer: s/step, samples/s and GFLOP/s.
+
+GFLOP/s is the step's matmul FLOPs as `python -m hrm_core.summary` counts them, per second
+of the median step: set beside the machine's GEMM peak it shows what is left to gain (on
+the AVX2 CPUs here the step is GEMM-bound; see LOG.md, 2026-11-30).
 
 Runs the real train step (ACT segment forward, the Q-target forward, backward,
 AdamATan2 + sign-SGD) on random Sudoku-shaped batches (seq 81, vocab 11) for hrm_v1 at
@@ -26,6 +30,7 @@ from hrm_core.config import ArchConfig  # noqa: E402
 from hrm_core.hardware import cpu_has_native_bf16, describe, resolve_low_precision_gemm  # noqa: E402
 from hrm_core.model import ModelDims, build_model  # noqa: E402
 from hrm_core.optim import SparseSignSGD, make_adam_atan2  # noqa: E402
+from hrm_core.summary import count_flops  # noqa: E402
 
 ARCHS = {
     "hrm_v1": (dict(), 8),
@@ -79,7 +84,9 @@ def bench(arch_name: str, dtype: str, mode: str, steps: int, budget_s: float, de
         times.append(time.perf_counter() - t)
     times.sort()
     median = times[len(times) // 2]
-    return {"s_per_step": median, "best": times[0], "samples_per_s": batch_size / median, "n": len(times), "warmup_s": warm, "batch": batch_size}
+    flops = count_flops(arch, 11, 81, batch_size).train_step  # matmul FLOPs of one step, as hrm_core.summary counts them
+    return {"s_per_step": median, "best": times[0], "samples_per_s": batch_size / median, "gflop_per_s": flops / median / 1e9,
+            "n": len(times), "warmup_s": warm, "batch": batch_size}
 
 
 def main() -> None:
@@ -98,12 +105,12 @@ def main() -> None:
     gemm = resolve_low_precision_gemm(args.low_precision_gemm, device)
     print(describe(device, "float32").replace(" forward_dtype=float32", ""), f"native_bf16={cpu_has_native_bf16()}",
           f"low_precision_gemm={gemm}", f"torch={torch.__version__}")
-    print(f"{'case':<28} {'batch':>5} {'s/step':>8} {'best':>8} {'samples/s':>10} {'steps':>5} {'warm-up s':>9}")
+    print(f"{'case':<28} {'batch':>5} {'s/step':>8} {'best':>8} {'samples/s':>10} {'GFLOP/s':>8} {'steps':>5} {'warm-up s':>9}")
     for case in cases:
         arch, dtype, mode = case.split(":")
         gemm = resolve_low_precision_gemm(args.low_precision_gemm, device)
         r = bench(arch, dtype, mode, args.steps, args.budget, device, gemm)
-        print(f"{case:<28} {r['batch']:>5} {r['s_per_step']:>8.3f} {r['best']:>8.3f} {r['samples_per_s']:>10.1f} {r['n']:>5} {r['warmup_s']:>9.1f}", flush=True)
+        print(f"{case:<28} {r['batch']:>5} {r['s_per_step']:>8.3f} {r['best']:>8.3f} {r['samples_per_s']:>10.1f} {r['gflop_per_s']:>8.1f} {r['n']:>5} {r['warmup_s']:>9.1f}", flush=True)
 
 
 if __name__ == "__main__":
