@@ -51,7 +51,7 @@ train-demo: $(STAMP) ## Train the tiny HRM on 4x4 Sudoku on the CPU (~2 min)
 summary: $(STAMP) ## Parameter counts and FLOPs of the reference model (hrm_v1)
 	$(PY) -m hrm_core.summary
 
-benchmark-throughput: $(STAMP) ## s/step and samples/s, fp32/bf16 x eager/compile
+benchmark-throughput: $(STAMP) ## s/step, samples/s and GFLOP/s, fp32/bf16 x eager/compile
 	$(PY) benchmarks/train_throughput.py
 
 benchmark-reference: $(STAMP) ## The reference HRM's own train step beside ours; REF=path/to/its/checkout

@@ -1,4 +1,4 @@
-"""The reference HRM's own train step timed on this machine, beside ours, case by case.
+"""The reference HRM's own train step timed on this machine's CPU, beside ours, case by case.
 
     python benchmarks/reference_throughput.py --reference-dir PATH/TO/HRM
     python benchmarks/reference_throughput.py --reference-dir PATH --cases bfloat16:compile --steps 3
@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_throughput import bench as bench_ours  # noqa: E402
 
 from hrm_core.config import ArchConfig  # noqa: E402
-from hrm_core.hardware import describe  # noqa: E402
+from hrm_core.hardware import describe, resolve_low_precision_gemm  # noqa: E402
 from hrm_core.optim import AdamATan2  # noqa: E402
 
 
@@ -130,13 +130,15 @@ def main() -> None:
     ap.add_argument("--no-ours", action="store_true", help="time the reference only")
     args = ap.parse_args()
     classes = import_reference(args.reference_dir)
-    print(describe(torch.device("cpu"), "float32").replace(" forward_dtype=float32", ""), f"torch={torch.__version__}")
+    cpu = torch.device("cpu")
+    gemm = resolve_low_precision_gemm("auto", cpu)  # ours: native bf16 GEMMs only where the CPU has them
+    print(describe(cpu, "float32").replace(" forward_dtype=float32", ""), f"torch={torch.__version__}")
     head = f"case (hrm_v1, batch {args.batch})"
     print(f"{head:<26} {'reference s/step':>16} {'ours s/step':>12} {'ref/ours':>9}")
     for case in args.cases:
         dtype, mode = case.split(":")
         ref = bench_reference(classes, dtype, mode, args.batch, args.steps, args.budget)
-        ours = None if args.no_ours else bench_ours("hrm_v1", dtype, mode, args.steps, args.budget, torch.device("cpu"), "fp32", args.batch)
+        ours = None if args.no_ours else bench_ours("hrm_v1", dtype, mode, args.steps, args.budget, cpu, gemm, args.batch)
         ours_s = f"{ours['s_per_step']:>12.3f}" if ours else f"{'-':>12}"
         ratio = f"{ref['s_per_step'] / ours['s_per_step']:>8.2f}x" if ours else f"{'-':>9}"
         print(f"{case:<26} {ref['s_per_step']:>16.3f} {ours_s} {ratio}  (reference: best {ref['best']:.3f}, "
