@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import types
 
 import torch
@@ -36,6 +35,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from train_throughput import bench as bench_ours  # noqa: E402
+from train_throughput import time_steps  # noqa: E402
 
 from hrm_core.config import ArchConfig  # noqa: E402
 from hrm_core.hardware import describe, resolve_low_precision_gemm  # noqa: E402
@@ -106,17 +106,7 @@ def bench_reference(classes, dtype: str, mode: str, batch_size: int, steps: int,
             opt.zero_grad()
         torch.stack([metrics[k] for k in sorted(metrics)]).cpu().numpy()
 
-    t0 = time.perf_counter()
-    step()  # compilation happens here
-    warm = time.perf_counter() - t0
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < steps and (time.perf_counter() - start < budget_s or len(times) < 2):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return {"s_per_step": times[len(times) // 2], "best": times[0], "n": len(times), "warmup_s": warm}
+    return time_steps(step, steps, budget_s)
 
 
 def main() -> None:

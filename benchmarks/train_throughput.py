@@ -72,21 +72,26 @@ def bench(arch_name: str, dtype: str, mode: str, steps: int, budget_s: float, de
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    r = time_steps(step, steps, budget_s)
+    flops = count_flops(arch, 11, 81, batch_size).train_step  # matmul FLOPs of one step, as hrm_core.summary counts them
+    return {**r, "samples_per_s": batch_size / r["s_per_step"], "gflop_per_s": flops / r["s_per_step"] / 1e9, "batch": batch_size}
+
+
+def time_steps(step, steps: int, budget_s: float) -> dict:
+    """One warm-up step (compilation happens there) and one more untimed, then up to ``steps``
+    timed steps within ``budget_s`` (at least 2): median and best s/step."""
     t0 = time.perf_counter()
-    step()  # warm-up: compilation happens here
+    step()
     warm = time.perf_counter() - t0
     step()
-    times = []
+    times: list[float] = []
     start = time.perf_counter()
     while len(times) < steps and (time.perf_counter() - start < budget_s or len(times) < 2):
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
     times.sort()
-    median = times[len(times) // 2]
-    flops = count_flops(arch, 11, 81, batch_size).train_step  # matmul FLOPs of one step, as hrm_core.summary counts them
-    return {"s_per_step": median, "best": times[0], "samples_per_s": batch_size / median, "gflop_per_s": flops / median / 1e9,
-            "n": len(times), "warmup_s": warm, "batch": batch_size}
+    return {"s_per_step": times[len(times) // 2], "best": times[0], "n": len(times), "warmup_s": warm}
 
 
 def main() -> None:
