@@ -16,8 +16,9 @@ its Q-target forward), backward of loss / global batch, its sign-SGD on the puzz
 embedding then AdamATan2, and the metrics copied to the host. ``compile`` wraps the loss
 head in ``torch.compile(model, dynamic=False)`` as its pretrain.py does. The shape is
 hrm_v1 (this project's ``ArchConfig`` defaults, the reference's) on Sudoku: vocab 11,
-seq 81, one puzzle identifier, stablemax cross-entropy. Each case then runs our trainer's
-step (``train_throughput.bench``) on the same shape, so both see the same machine state.
+seq 81, one puzzle identifier, stablemax cross-entropy. Each case also runs our trainer's
+step on the same shape; the two alternate step by step (the order reversing every round),
+so both see the same machine state.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from train_throughput import bench as bench_ours  # noqa: E402
-from train_throughput import time_steps  # noqa: E402
+from train_throughput import make_step, time_interleaved  # noqa: E402
 
 from hrm_core.config import ArchConfig  # noqa: E402
 from hrm_core.hardware import describe, resolve_low_precision_gemm  # noqa: E402
@@ -79,7 +79,8 @@ def reference_config(batch_size: int, dtype: str) -> dict:
     )
 
 
-def bench_reference(classes, dtype: str, mode: str, batch_size: int, steps: int, budget_s: float) -> dict:
+def make_reference_step(classes, dtype: str, mode: str, batch_size: int):
+    """The reference's train step on a random Sudoku-shaped batch, as its pretrain.py runs it."""
     model_cls, loss_head_cls, sign_sgd_cls = classes
     torch.manual_seed(0)
     model = loss_head_cls(model_cls(reference_config(batch_size, dtype)), loss_type="stablemax_cross_entropy")
@@ -106,7 +107,7 @@ def bench_reference(classes, dtype: str, mode: str, batch_size: int, steps: int,
             opt.zero_grad()
         torch.stack([metrics[k] for k in sorted(metrics)]).cpu().numpy()
 
-    return time_steps(step, steps, budget_s)
+    return step
 
 
 def main() -> None:
@@ -127,8 +128,10 @@ def main() -> None:
     print(f"{head:<26} {'reference s/step':>16} {'ours s/step':>12} {'ref/ours':>9}")
     for case in args.cases:
         dtype, mode = case.split(":")
-        ref = bench_reference(classes, dtype, mode, args.batch, args.steps, args.budget)
-        ours = None if args.no_ours else bench_ours("hrm_v1", dtype, mode, args.steps, args.budget, cpu, gemm, args.batch)
+        fns = [make_reference_step(classes, dtype, mode, args.batch)]
+        if not args.no_ours:
+            fns.append(make_step("hrm_v1", dtype, mode, cpu, gemm, args.batch)[0])
+        ref, ours = (time_interleaved(fns, args.steps, args.budget) + [None])[:2]
         ours_s = f"{ours['s_per_step']:>12.3f}" if ours else f"{'-':>12}"
         ratio = f"{ref['s_per_step'] / ours['s_per_step']:>8.2f}x" if ours else f"{'-':>9}"
         print(f"{case:<26} {ref['s_per_step']:>16.3f} {ours_s} {ratio}  (reference: best {ref['best']:.3f}, "

@@ -38,8 +38,14 @@ ARCHS = {
 }
 
 
-def bench(arch_name: str, dtype: str, mode: str, steps: int, budget_s: float, device: torch.device, gemm: str,
-          batch_size: int | None = None) -> dict:
+def bench(arch_name: str, dtype: str, mode: str, steps: int, budget_s: float, device: torch.device, gemm: str) -> dict:
+    step, flops, batch_size = make_step(arch_name, dtype, mode, device, gemm)
+    (r,) = time_interleaved([step], steps, budget_s)
+    return {**r, "samples_per_s": batch_size / r["s_per_step"], "gflop_per_s": flops / r["s_per_step"] / 1e9, "batch": batch_size}
+
+
+def make_step(arch_name: str, dtype: str, mode: str, device: torch.device, gemm: str, batch_size: int | None = None):
+    """Our train step on a random Sudoku-shaped batch: (step function, its matmul FLOPs, batch size)."""
     overrides, default_batch = ARCHS[arch_name]
     batch_size = batch_size or default_batch
     arch = ArchConfig(**overrides, forward_dtype=dtype)
@@ -72,26 +78,30 @@ def bench(arch_name: str, dtype: str, mode: str, steps: int, budget_s: float, de
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    r = time_steps(step, steps, budget_s)
-    flops = count_flops(arch, 11, 81, batch_size).train_step  # matmul FLOPs of one step, as hrm_core.summary counts them
-    return {**r, "samples_per_s": batch_size / r["s_per_step"], "gflop_per_s": flops / r["s_per_step"] / 1e9, "batch": batch_size}
+    # matmul FLOPs of one step, as hrm_core.summary counts them
+    return step, count_flops(arch, 11, 81, batch_size).train_step, batch_size
 
 
-def time_steps(step, steps: int, budget_s: float) -> dict:
-    """One warm-up step (compilation happens there) and one more untimed, then up to ``steps``
-    timed steps within ``budget_s`` (at least 2): median and best s/step."""
-    t0 = time.perf_counter()
-    step()
-    warm = time.perf_counter() - t0
-    step()
-    times: list[float] = []
+def time_interleaved(step_fns: list, steps: int, budget_s: float) -> list[dict]:
+    """Each step function gets a warm-up step (compilation happens there) and one more untimed;
+    then up to ``steps`` rounds within ``budget_s`` (at least 2) time one step of each, in an
+    order that reverses every round, so that a machine whose speed drifts (a shared host)
+    weighs on every function alike. Per function: median and best s/step."""
+    warm = []
+    for fn in step_fns:
+        t0 = time.perf_counter()
+        fn()
+        warm.append(time.perf_counter() - t0)
+        fn()
+    times: list[list[float]] = [[] for _ in step_fns]
     start = time.perf_counter()
-    while len(times) < steps and (time.perf_counter() - start < budget_s or len(times) < 2):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return {"s_per_step": times[len(times) // 2], "best": times[0], "n": len(times), "warmup_s": warm}
+    while len(times[0]) < steps and (time.perf_counter() - start < budget_s or len(times[0]) < 2):
+        order = range(len(step_fns)) if len(times[0]) % 2 == 0 else reversed(range(len(step_fns)))
+        for i in order:
+            t = time.perf_counter()
+            step_fns[i]()
+            times[i].append(time.perf_counter() - t)
+    return [{"s_per_step": sorted(ts)[len(ts) // 2], "best": min(ts), "n": len(ts), "warmup_s": w} for ts, w in zip(times, warm, strict=True)]
 
 
 def main() -> None:
