@@ -35,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from train_throughput import make_step, time_interleaved  # noqa: E402
+from train_throughput import make_step, sudoku_batch, time_interleaved  # noqa: E402
 
 from hrm_core.config import ArchConfig  # noqa: E402
 from hrm_core.hardware import describe, resolve_low_precision_gemm  # noqa: E402
@@ -90,12 +90,7 @@ def make_reference_step(classes, dtype: str, mode: str, batch_size: int):
         sign_sgd_cls(model.model.puzzle_emb.buffers(), lr=1e-2, weight_decay=0.1, world_size=1),
         sys.modules["adam_atan2"].AdamATan2(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95)),
     ]
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        "inputs": torch.randint(1, 11, (batch_size, 81), generator=g, dtype=torch.int32),
-        "labels": torch.randint(1, 11, (batch_size, 81), generator=g, dtype=torch.int32),
-        "puzzle_identifiers": torch.zeros(batch_size, dtype=torch.int32),
-    }
+    batch = sudoku_batch(batch_size, torch.device("cpu"))
     carry = model.initial_carry(batch)
 
     def step():

@@ -44,6 +44,16 @@ def bench(arch_name: str, dtype: str, mode: str, steps: int, budget_s: float, de
     return {**r, "samples_per_s": batch_size / r["s_per_step"], "gflop_per_s": flops / r["s_per_step"] / 1e9, "batch": batch_size}
 
 
+def sudoku_batch(batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """A seeded random batch of the Sudoku shape (seq 81, tokens 1-10, one puzzle identifier)."""
+    g = torch.Generator().manual_seed(0)
+    return {
+        "inputs": torch.randint(1, 11, (batch_size, 81), generator=g, dtype=torch.int32).to(device),
+        "labels": torch.randint(1, 11, (batch_size, 81), generator=g, dtype=torch.int32).to(device),
+        "puzzle_identifiers": torch.zeros(batch_size, dtype=torch.int32).to(device),
+    }
+
+
 def make_step(arch_name: str, dtype: str, mode: str, device: torch.device, gemm: str, batch_size: int | None = None):
     """Our train step on a random Sudoku-shaped batch: (step function, its matmul FLOPs, batch size)."""
     overrides, default_batch = ARCHS[arch_name]
@@ -58,12 +68,7 @@ def make_step(arch_name: str, dtype: str, mode: str, device: torch.device, gemm:
     params = [p for p in model.parameters() if p.requires_grad]
     opt, _ = make_adam_atan2(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, device=device, compile=mode == "compile")
     emb_opt = SparseSignSGD(model.model.inner.puzzle_emb, lr=1e-2, weight_decay=0.1)
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        "inputs": torch.randint(1, 11, (batch_size, 81), generator=g, dtype=torch.int32).to(device),
-        "labels": torch.randint(1, 11, (batch_size, 81), generator=g, dtype=torch.int32).to(device),
-        "puzzle_identifiers": torch.zeros(batch_size, dtype=torch.int32).to(device),
-    }
+    batch = sudoku_batch(batch_size, device)
     carry = model.initial_carry(batch)
 
     def step():
