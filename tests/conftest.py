@@ -9,9 +9,8 @@ import pytest
 import torch
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE = os.environ.get(
-    "HRM_REFERENCE_FIXTURE", os.path.join(os.path.dirname(PROJECT), "shared", "fixtures", "hrm_reference_tiny.pt")
-)
+# The reference outputs the fidelity test checks; HRM_REFERENCE_FIXTURE names another file.
+FIXTURE = os.environ.get("HRM_REFERENCE_FIXTURE", os.path.join(PROJECT, "tests", "fixtures", "hrm_reference_tiny.pt"))
 
 # Two cores: keep torch from oversubscribing them when pytest runs subprocesses too.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

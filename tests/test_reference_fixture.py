@@ -1,7 +1,9 @@
 """The model reproduces what the reference HRM computed for given weights.
 
 Any fixture in the same format can be checked:
-``HRM_REFERENCE_FIXTURE=<path> pytest -k reference_fixture``.
+``HRM_REFERENCE_FIXTURE=<path> pytest -k reference_fixture``. With ``HRM_REFERENCE_DIR`` set
+to a checkout of the reference code, a fresh fixture is also made from it by
+``tests/fixtures/make_reference_fixture.py`` and checked (see ``tests/fixtures/README.md``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def _run_segments(model, fixture):
 
 
 def test_reference_fixture_every_segment(fixture):
+    _check_every_segment(fixture)
+
+
+def _check_every_segment(fixture):
     model = load_reference_checkpoint(fixture["state_dict"], fixture["config"])
     assert count_parameters(model) == fixture["params"]
     results = _run_segments(model, fixture)
@@ -85,3 +91,13 @@ def test_hrm_v1_parameter_count():
     assert count_parameters(model) == 27_275_266
     # the puzzle embedding is a buffer trained by sign-SGD, not a parameter
     assert "model.inner.puzzle_emb.weights" in dict(model.named_buffers())
+
+
+@pytest.mark.skipif(not os.environ.get("HRM_REFERENCE_DIR"),
+                    reason="HRM_REFERENCE_DIR (a checkout of the reference code) is not set")
+def test_a_fixture_made_from_the_reference_checkout_reproduces(tmp_path):
+    from tests.fixtures.make_reference_fixture import main
+
+    path = tmp_path / "fresh.pt"
+    main(["--reference-dir", os.environ["HRM_REFERENCE_DIR"], "--output", str(path), "--seed", "1"])
+    _check_every_segment(torch.load(path, weights_only=True))
