@@ -36,7 +36,7 @@ class AnalysisError(Exception):
 
 def default_tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` when set, else the project's embedded SQLite store
-    (the same default as ``hrm_core.tracking``, restated so analysis stays torch-free)."""
+    (the same default as ``hrm_core.tracking.sink``, restated so analysis stays torch-free)."""
     return os.environ.get(ENV_TRACKING_URI) or f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}"
 
 

@@ -21,7 +21,7 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _EVAL_SNIPPET = """
 import sys, time, numpy as np
-from hrm_core import arc_eval
+from hrm_core.data import arc_eval
 from hrm_core.data.format import open_split
 path, out = sys.argv[1], sys.argv[2]
 t = time.perf_counter()

@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hrm_core.compose import compose_config  # noqa: E402
+from hrm_core.config.compose import compose_config  # noqa: E402
 from hrm_core.pretrain import resolve_runtime  # noqa: E402
-from hrm_core.trainer import Trainer  # noqa: E402
+from hrm_core.train.trainer import Trainer  # noqa: E402
 
 # (data builder args, global batch size): tiny on 4x4 Sudoku; hrm_v1 on 9x9 (seq 81) at batch 8
 CASES = {

@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hrm_core.compose import compose_config  # noqa: E402
-from hrm_core.datasets import resolve_data_path  # noqa: E402
+from hrm_core.config.compose import compose_config  # noqa: E402
+from hrm_core.data.resolve import resolve_data_path  # noqa: E402
 from hrm_core.pretrain import resolve_runtime  # noqa: E402
-from hrm_core.trainer import Trainer  # noqa: E402
+from hrm_core.train.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
             if trained >= next_eval or trained >= args.budget:
                 next_eval += args.eval_every
                 ev = trainer.evaluate()
-                from hrm_core.losses import metrics_dict, normalise
+                from hrm_core.train.losses import metrics_dict, normalise
 
                 tr = normalise(metrics_dict(last_train), "train", cfg.global_batch_size)
                 best = max(best, ev["eval/exact_accuracy"])

@@ -37,9 +37,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from train_throughput import make_step, sudoku_batch, time_interleaved  # noqa: E402
 
-from hrm_core.config import ArchConfig  # noqa: E402
-from hrm_core.hardware import describe, resolve_low_precision_gemm  # noqa: E402
-from hrm_core.optim import AdamATan2  # noqa: E402
+from hrm_core.config.schema import ArchConfig  # noqa: E402
+from hrm_core.train.hardware import describe, resolve_low_precision_gemm  # noqa: E402
+from hrm_core.train.optim import AdamATan2  # noqa: E402
 
 
 def _sdpa_flash_attn_func(q, k, v, causal=False, **_):

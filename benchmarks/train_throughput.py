@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hrm_core.config import ArchConfig  # noqa: E402
-from hrm_core.hardware import cpu_has_native_bf16, describe, resolve_low_precision_gemm  # noqa: E402
-from hrm_core.model import ModelDims, build_model  # noqa: E402
-from hrm_core.optim import SparseSignSGD, make_adam_atan2  # noqa: E402
-from hrm_core.summary import count_flops  # noqa: E402
+from hrm_core.config.schema import ArchConfig  # noqa: E402
+from hrm_core.model.hrm import ModelDims, build_model  # noqa: E402
+from hrm_core.observe.flops import count_flops  # noqa: E402
+from hrm_core.train.hardware import cpu_has_native_bf16, describe, resolve_low_precision_gemm  # noqa: E402
+from hrm_core.train.optim import SparseSignSGD, make_adam_atan2  # noqa: E402
 
 ARCHS = {
     "hrm_v1": (dict(), 8),

@@ -13,11 +13,11 @@ __all__ = ["load_reference_checkpoint", "build_model"]
 
 def __getattr__(name: str) -> Any:
     if name == "load_reference_checkpoint":
-        from hrm_core.reference import load_reference_checkpoint
+        from hrm_core.model.reference import load_reference_checkpoint
 
         return load_reference_checkpoint
     if name == "build_model":
-        from hrm_core.model import build_model
+        from hrm_core.model.hrm import build_model
 
         return build_model
     raise AttributeError(f"module 'hrm_core' has no attribute {name!r}")

@@ -18,7 +18,7 @@ from hrm_core.errors import UserError
 
 def resolve_runtime(cfg, device):
     """Fill in what ``auto`` and null mean on this machine, so the saved config is concrete."""
-    from hrm_core.hardware import resolve_forward_dtype, resolve_low_precision_gemm
+    from hrm_core.train.hardware import resolve_forward_dtype, resolve_low_precision_gemm
 
     updates = {"device": device.type, "low_precision_gemm": resolve_low_precision_gemm(cfg.low_precision_gemm, device)}
     arch = cfg.arch.model_copy(update={"forward_dtype": resolve_forward_dtype(cfg.arch.forward_dtype, device)})
@@ -39,7 +39,7 @@ def default_names(cfg, data_path: str):
 
 
 def build_callbacks(cfg, run_dir: str, is_main: bool, data_path: str):
-    from hrm_core.callbacks import JsonlSink, ProgressBar
+    from hrm_core.observe.callbacks import JsonlSink, ProgressBar
 
     if not is_main:
         return []
@@ -48,8 +48,8 @@ def build_callbacks(cfg, run_dir: str, is_main: bool, data_path: str):
         callbacks.append(ProgressBar())
     if cfg.tracking.mlflow:
         from hrm_core.data.format import dataset_fingerprint
-        from hrm_core.provenance import git_commit, git_dirty
-        from hrm_core.tracking import MlflowSink
+        from hrm_core.observe.provenance import git_commit, git_dirty
+        from hrm_core.tracking.sink import MlflowSink
 
         tags = {
             names.TAG_RUN_KIND: "standalone",
@@ -67,17 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
-        print("Keys: see configs/pretrain.yaml and hrm_core/config.py; groups: arch=, data=, loss=")
+        print("Keys: see configs/pretrain.yaml and hrm_core/config/schema.py; groups: arch=, data=, loss=")
         return 0
     try:
         import torch
 
-        from hrm_core.compose import compose_config, to_yaml
+        from hrm_core.config.compose import compose_config, to_yaml
         from hrm_core.data.format import DatasetError
-        from hrm_core.datasets import resolve_data_path
-        from hrm_core.distributed import destroy, init_distributed
-        from hrm_core.hardware import resolve_device
-        from hrm_core.trainer import Trainer
+        from hrm_core.data.resolve import resolve_data_path
+        from hrm_core.train.distributed import destroy, init_distributed
+        from hrm_core.train.hardware import resolve_device
+        from hrm_core.train.trainer import Trainer
 
         cfg = compose_config(argv)
         device = resolve_device(cfg.device)

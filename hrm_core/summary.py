@@ -7,53 +7,8 @@ Sudoku shape (vocab 11, seq_len 81, one puzzle identifier).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
-from hrm_core.config import ArchConfig
-from hrm_core.layers import swiglu_width
-
-
-@dataclass
-class Flops:
-    block: int  # one transformer block, forward
-    segment_forward: int  # one ACT segment: all H/L cycles + lm and Q heads
-    q_target_forward: int  # the extra no-grad segment for the Q-continue target (no lm head)
-    backward: int  # the one-step gradient: last L and H calls + heads, ~2x their forward
-    train_step: int  # segment + Q target + backward
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-def count_flops(arch: ArchConfig, vocab_size: int, seq_len: int, batch_size: int, training: bool = True) -> Flops:
-    """Matmul FLOPs (2 per multiply-add), the convention of torch.utils.flop_counter."""
-    D, H = arch.hidden_size, arch.num_heads
-    T = seq_len + -(arch.puzzle_emb_ndim // -D)
-    M = batch_size * T  # tokens
-    inter = swiglu_width(D, arch.expansion)
-    linear = 2 * M * (D * 3 * D + D * D + D * 2 * inter + inter * D)
-    attn = 2 * 2 * batch_size * H * T * T * (D // H)  # QK^T and AV
-    block = linear + attn
-    L_calls, H_calls = arch.H_cycles * arch.L_cycles, arch.H_cycles
-    # Variants: the input gates' MLP on every module call; the feudal head per row.
-    gate_L = gate_H = 0
-    if arch.use_gating:
-        width = max(1, round(arch.gate_hidden_ratio * D))
-        gate_L, gate_H = (2 * M * 2 * (k * D * width) for k in (3, 2))
-    feudal = 0
-    if arch.subgoal_head.enabled:
-        G = arch.goal_dim
-        head = arch.subgoal_head
-        feudal = 2 * batch_size * (D * G * (not head.random_goals) + (G * D + D) * head.inject)
-    L_call, H_call = block * arch.L_layers + gate_L, block * arch.H_layers + gate_H
-    cycles = L_calls * L_call + H_calls * H_call + feudal
-    lm_head = 2 * batch_size * seq_len * D * vocab_size
-    q_head = 2 * batch_size * D * 2
-    segment = cycles + lm_head + q_head
-    grad_part = L_call + H_call + feudal + lm_head + q_head
-    backward = 2 * grad_part
-    q_target = cycles + q_head if training and arch.halt_max_steps > 1 else 0
-    return Flops(block, segment, q_target, backward, segment + q_target + backward)
+from hrm_core.observe.flops import count_flops
 
 
 def parameter_table(model) -> list[tuple[str, int, str]]:
@@ -82,7 +37,7 @@ def _human(n: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from hrm_core.compose import compose_config
+    from hrm_core.config.compose import compose_config
     from hrm_core.errors import UserError
 
     try:
@@ -96,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose_config(rest)
         import torch
 
-        from hrm_core.model import ModelDims, build_model, count_parameters
+        from hrm_core.model.hrm import ModelDims, build_model, count_parameters
 
         vocab, seq_len, n_ids = 11, 81, 1
         if cfg.data_path:

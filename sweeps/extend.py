@@ -33,7 +33,7 @@ FREE_KEYS = {"seeds", "arms", "description", "max_concurrent", "resources", "tim
 
 def find_finished_invocation(name: str):
     """(client, parent run) of the latest finished invocation of sweep ``name``."""
-    from hrm_core.tracking import get_client
+    from hrm_core.tracking.sink import get_client
 
     client = get_client()
     exp = client.get_experiment_by_name(names.experiment_name(name))
@@ -93,8 +93,8 @@ def extend_sweep(name_or_path: str, scale: str | None = None, overrides: list[st
     that invocation's parent run. Returns the parent run id."""
     from ray import tune
 
-    from hrm_core.provenance import git_commit, git_dirty
-    from hrm_core.tracking import tracking_uri
+    from hrm_core.observe.provenance import git_commit, git_dirty
+    from hrm_core.tracking.sink import tracking_uri
     from sweeps import runner
 
     spec0, path = load_spec(name_or_path, scale, overrides)

@@ -60,7 +60,7 @@ class MlflowTrialLogger(Callback):
     @property
     def client(self):
         if self._client is None:
-            from hrm_core.tracking import get_client
+            from hrm_core.tracking.sink import get_client
             from sweeps.tracking_health import SpoolingClient, bound_http_retries, is_http, spool_file
 
             if is_http(self.uri):
@@ -151,8 +151,8 @@ class MlflowTrialLogger(Callback):
         if history:
             self._logged_upto[trial.trial_id] = max(upto, *(step for step, _ in history))
         alerts = result.get(ALERTS) or []
-        if alerts:  # hrm.alert.<rule> = "step <n>: <message>" (each rule once per run: see hrm_core/alerts.py)
-            from hrm_core.alerts import alert_tag_value
+        if alerts:  # hrm.alert.<rule> = "step <n>: <message>" (each rule once per run: see hrm_core/observe/alerts.py)
+            from hrm_core.observe.alerts import alert_tag_value
 
             self.client.log_batch(run_id, tags=[RunTag(names.TAG_ALERT_PREFIX + rule, alert_tag_value(int(step), msg)) for step, rule, msg in alerts])
         if result.get(OUTCOME):
@@ -165,7 +165,7 @@ class MlflowTrialLogger(Callback):
     def _log_context(self, run_id: str, context) -> None:
         """Artifacts are not spooled: retried briefly while a server is away, then skipped
         with a warning (the run's metrics and tags do not depend on them)."""
-        from hrm_core.tracking import log_run_context
+        from hrm_core.tracking.sink import log_run_context
 
         try:
             self.client.retrying(lambda: log_run_context(self.client, run_id, context), wait_s=60)
@@ -183,7 +183,7 @@ class MlflowTrialLogger(Callback):
             return
         self.client.set_tag(run_id, names.TAG_OUTCOME, outcome)
         if run.data.params.get("alerts.enabled") == "True":  # the rules were checked: "" = healthy
-            from hrm_core.alerts import alerts_tag
+            from hrm_core.observe.alerts import alerts_tag
 
             tags = run.data.tags  # read after the last result's alert tags were written
             self.client.set_tag(run_id, names.TAG_ALERTS, alerts_tag(r for r in names.ALERT_RULES if names.TAG_ALERT_PREFIX + r in tags))

@@ -154,7 +154,7 @@ def apply_sets(config: dict, sets: list[str]) -> tuple[dict, set[str]]:
 
     import yaml
 
-    from hrm_core.config import VALID_KEYS
+    from hrm_core.config.schema import VALID_KEYS
     from hrm_core.errors import unknown_key_message
 
     config = copy.deepcopy(config)
@@ -189,7 +189,7 @@ def ensure_dataset(cfg, dataset: dict, data_dir: str | None, log: Callable[[str]
     """The dataset path to train on, rebuilt from the recorded recipe when missing.
 
     Returns (path, note): the note says where and how it was rebuilt (None when present)."""
-    from hrm_core.datasets import BUILDERS, default_data_dir
+    from hrm_core.data.resolve import BUILDERS, default_data_dir
 
     recorded = os.path.abspath(cfg.data_path or dataset.get("path") or default_data_dir(cfg.data.name))
     if os.path.isdir(os.path.join(recorded, "train")):
@@ -235,7 +235,7 @@ def ensure_dataset(cfg, dataset: dict, data_dir: str | None, log: Callable[[str]
 
 # --- comparing contexts --------------------------------------------------------------------------
 def _flat(config: dict) -> dict[str, Any]:
-    from hrm_core.config import flatten
+    from hrm_core.config.schema import flatten
 
     return {k: v for k, v in flatten(config).items() if not k.startswith(BOOKKEEPING_KEYS)}
 
@@ -381,14 +381,14 @@ def reproduce(
 ) -> Result:
     import torch
 
-    from hrm_core.callbacks import JsonlSink
-    from hrm_core.compose import to_yaml
-    from hrm_core.config import validate_config
-    from hrm_core.datasets import project_root
-    from hrm_core.hardware import resolve_device
-    from hrm_core.provenance import git_commit, git_dirty
-    from hrm_core.run_context import build_run_context
-    from hrm_core.tracking import MlflowSink, get_client
+    from hrm_core.config.compose import to_yaml
+    from hrm_core.config.schema import validate_config
+    from hrm_core.observe.callbacks import JsonlSink
+    from hrm_core.observe.provenance import git_commit, git_dirty
+    from hrm_core.observe.run_context import build_run_context
+    from hrm_core.paths import project_root
+    from hrm_core.tracking.sink import MlflowSink, get_client
+    from hrm_core.train.hardware import resolve_device
 
     log = log or (lambda msg: print(msg, flush=True))
     client = get_client(tracking_uri)
@@ -457,7 +457,7 @@ def reproduce(
             if tags.get(key):
                 new_tags[key] = tags[key]
         sink = MlflowSink(experiment, f"reproduce/{original.info.run_name}", tags=new_tags, uri=client.tracking_uri, upload_best_checkpoint=False)
-        from hrm_core.trainer import Trainer
+        from hrm_core.train.trainer import Trainer
 
         log(f"rerunning on {dev.type} with {threads} torch thread(s) to step {upto}; checkpoints in {run_dir}")
         trainer = Trainer(cfg, data_path, run_dir, dev, [JsonlSink(run_dir), sink], log=log)

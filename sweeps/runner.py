@@ -33,8 +33,8 @@ class Prepared:
 def prepare(name_or_path: str, scale: str | None = None, overrides: list[str] | None = None, log=print) -> Prepared:
     """Everything that can fail on bad input, before Ray or MLflow: validation, datasets."""
     from hrm_core.data.format import dataset_fingerprint, load_metadata
+    from hrm_core.data.resolve import resolve_data_path, stage_data_paths
     from hrm_core.data.sampler import total_train_steps
-    from hrm_core.datasets import resolve_data_path, stage_data_paths
 
     spec, path = load_spec(name_or_path, scale, overrides)
     configs = validate(spec, path)
@@ -160,8 +160,8 @@ def _tune_config_and_space(prep: Prepared, ctx: dict, sweep_key: str, study_stor
 
 def run_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] | None = None, log=print) -> str:
     """Run a sweep to the end. Returns the parent run id."""
-    from hrm_core.provenance import git_commit, git_dirty
-    from hrm_core.tracking import ensure_experiment, get_client, tracking_uri
+    from hrm_core.observe.provenance import git_commit, git_dirty
+    from hrm_core.tracking.sink import ensure_experiment, get_client, tracking_uri
     from sweeps.tracking_health import probe
 
     probe(tracking_uri())  # an unreachable server fails in seconds, before anything starts
@@ -215,7 +215,7 @@ def _finish(tuner, client, parent_id: str, prep: Prepared, log) -> str:
     client.log_text(parent_id, json.dumps(summary, indent=2), "summary.json")
     for key, value in summary["outcomes"].items():
         client.log_metric(parent_id, f"sweep/{key}", value)
-    for key, value in summary.get("compute", {}).items():  # compute/sweep_* totals (hrm_core/compute.py)
+    for key, value in summary.get("compute", {}).items():  # compute/sweep_* totals (hrm_core/observe/compute.py)
         client.log_metric(parent_id, key, value)
     client.set_tag(parent_id, names.TAG_SWEEP_STATUS, "finished")
     client.set_terminated(parent_id, "FINISHED")
@@ -235,7 +235,7 @@ def summarise(client, parent_id: str, spec: SweepSpec) -> dict:
     metric = spec.objective.metrics[0]
     scored = [(r.data.metrics.get(metric), r.data.tags.get(names.TAG_ARM)) for r in runs if r.data.metrics.get(metric) is not None]
     best = (max if spec.objective.modes[0] == "max" else min)(scored, default=(None, None), key=lambda x: x[0])
-    from hrm_core.compute import sweep_totals
+    from hrm_core.observe.compute import sweep_totals
 
     compute = sweep_totals((r.data.metrics, r.data.tags) for r in runs)
     return {"trials": len(runs), "outcomes": outcomes, "objective": metric, "best_value": best[0], "best_arm": best[1],
@@ -244,7 +244,7 @@ def summarise(client, parent_id: str, spec: SweepSpec) -> dict:
 
 def find_invocation(name: str, invocation: str | None = None):
     """The parent run to resume: the given one, or the latest that did not finish."""
-    from hrm_core.tracking import get_client
+    from hrm_core.tracking.sink import get_client
 
     client = get_client()
     exp = client.get_experiment_by_name(names.experiment_name(name))
@@ -265,7 +265,7 @@ def resume_sweep(name_or_path: str, invocation: str | None = None, log=print) ->
     """Finish an interrupted sweep: finished trials are kept, interrupted ones continue."""
     from ray import tune
 
-    from hrm_core.tracking import tracking_uri
+    from hrm_core.tracking.sink import tracking_uri
     from sweeps.tracking_health import probe
     from trainables.hrm_trainable import train_hrm
 
@@ -300,7 +300,7 @@ def write_report(parent_id: str, log=print) -> None:
     except ImportError as err:
         log(f"report skipped ({err}); install the 'report' extra and run: python -m analysis.report --parent-run {parent_id}")
         return
-    from hrm_core.tracking import tracking_uri
+    from hrm_core.tracking.sink import tracking_uri
 
     try:
         res = build_report(parent_run=parent_id, tracking_uri=tracking_uri())
@@ -311,7 +311,7 @@ def write_report(parent_id: str, log=print) -> None:
 
 
 def list_sweeps(out=sys.stdout) -> None:
-    from hrm_core.tracking import get_client
+    from hrm_core.tracking.sink import get_client
 
     client = get_client()
     for exp in client.search_experiments():

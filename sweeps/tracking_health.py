@@ -541,7 +541,7 @@ class SpoolingClient:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from hrm_core.tracking import get_client, tracking_uri
+    from hrm_core.tracking.sink import get_client, tracking_uri
 
     ap = argparse.ArgumentParser(prog="python -m sweeps.tracking_health", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-from hrm_core.compose import compose_config, group_options
-from hrm_core.config import VALID_KEYS, TrainConfig
+from hrm_core.config.compose import compose_config, group_options
+from hrm_core.config.schema import VALID_KEYS, TrainConfig
 from hrm_core.errors import UserError, unknown_key_message
 from sweeps.spec import CONFIG_GROUPS, SweepSpec, check_metric
 

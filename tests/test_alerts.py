@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from hrm_core import names
-from hrm_core.alerts import AlertMonitor, AlertRules, alerts_tag
-from hrm_core.config import AlertsConfig
+from hrm_core.config.schema import AlertsConfig
+from hrm_core.observe.alerts import AlertMonitor, AlertRules, alerts_tag
 from tests.conftest import PROJECT
 from tests.test_trainer import crashed_and_resumed, make_trainer, read_metrics, resumed_metrics
 

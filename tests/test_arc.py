@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hrm_core import arc_eval
-from hrm_core.data import arc
+from hrm_core.data import arc, arc_eval
 from hrm_core.data.build_arc import BuildError, build_arc_dataset, main
 from hrm_core.data.format import open_split
 
@@ -332,7 +331,7 @@ def test_metrics_agree_with_the_file_on_mixed_predictions(small_arc, tmp_path) -
 
 
 def test_evaluator_is_registered(small_arc) -> None:
-    from hrm_core.evaluators import EVALUATORS, evaluator_for
+    from hrm_core.data.evaluators import EVALUATORS, evaluator_for
 
     assert "arc" in EVALUATORS and evaluator_for(small_arc) is not None
 

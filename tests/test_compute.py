@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from hrm_core import names
-from hrm_core.summary import count_flops
-from hrm_core.tracking import MlflowSink
+from hrm_core.observe.flops import count_flops
+from hrm_core.tracking.sink import MlflowSink
 from tests.test_trainer import crashed_and_resumed, make_trainer, read_metrics, resumed_metrics
 
 
@@ -101,7 +101,7 @@ def _rows(run_dir):
 
 
 def test_sweep_totals_sum_trials_and_early_stopping_savings():
-    from hrm_core.compute import sweep_totals
+    from hrm_core.observe.compute import sweep_totals
 
     done = {names.COMPUTE_TRAIN_FLOPS: 100.0, names.COMPUTE_DEVICE_SECONDS: 2.0, names.COMPUTE_PLANNED_FLOPS: 100.0}
     stopped = {names.COMPUTE_TRAIN_FLOPS: 30.0, names.COMPUTE_DEVICE_SECONDS: 1.0, names.COMPUTE_PLANNED_FLOPS: 100.0}

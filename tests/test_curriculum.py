@@ -7,7 +7,7 @@ import torch
 
 from hrm_core import names
 from hrm_core.errors import UserError
-from hrm_core.optim import cosine_schedule
+from hrm_core.train.optim import cosine_schedule
 from tests.test_trainer import crashed_and_resumed, make_trainer, read_metrics, resumed_metrics
 
 STAGES = "curriculum.stages=[{name: a, steps: 3, halt_max_steps: 2}, {name: b, steps: 4, halt_max_steps: 3}, {name: c, steps: 5, halt_max_steps: 4, L_cycles: 1}]"
@@ -65,7 +65,7 @@ def test_stage_datasets_must_share_shapes(sudoku4_dataset, tmp_path):
 
 
 def test_curriculum_presets_compose():
-    from hrm_core.compose import compose_config
+    from hrm_core.config.compose import compose_config
 
     for preset, total in (("halt_4_8_16", 10000), ("flat_halt16", 10000), ("sudoku_easy_hard", 10000), ("sudoku_hard_flat", 10000)):
         cfg = compose_config([f"curriculum={preset}"])

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hrm_core import names
-from hrm_core.diagnostics import Diagnostics, halting_metrics, param_groups
-from hrm_core.model import PuzzleEmbedding
-from hrm_core.optim import SparseSignSGD
+from hrm_core.model.hrm import PuzzleEmbedding
+from hrm_core.observe.diagnostics import Diagnostics, halting_metrics, param_groups
+from hrm_core.train.optim import SparseSignSGD
 from tests.test_trainer import crashed_and_resumed, make_trainer, read_metrics, resumed_metrics
 
 GATED = ("arch.use_gating=true", "arch.subgoal_head.enabled=true")

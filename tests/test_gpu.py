@@ -15,7 +15,7 @@ pytestmark = [
 
 
 def test_fused_adam_atan2_matches_pure_torch():
-    from hrm_core.optim import AdamATan2, FusedAdamATan2
+    from hrm_core.train.optim import AdamATan2, FusedAdamATan2
 
     if FusedAdamATan2 is None:
         pytest.skip("adam-atan2 (fused) is not installed: pip install -e '.[gpu]'")
@@ -37,7 +37,7 @@ def test_fused_adam_atan2_matches_pure_torch():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_flash_attention_matches_sdpa(dtype):
-    from hrm_core.layers import FLASH_ATTN, attention
+    from hrm_core.model.layers import FLASH_ATTN, attention
 
     if FLASH_ATTN is None:
         pytest.skip("flash-attn is not installed: pip install -e '.[gpu]'")
@@ -47,8 +47,8 @@ def test_flash_attention_matches_sdpa(dtype):
 
 
 def test_model_trains_a_step_on_gpu():
-    from hrm_core.config import ArchConfig
-    from hrm_core.model import ModelDims, build_model
+    from hrm_core.config.schema import ArchConfig
+    from hrm_core.model.hrm import ModelDims, build_model
 
     with torch.device("cuda"):
         model = build_model(ArchConfig(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2), ModelDims(11, 16, 2))

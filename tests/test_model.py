@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hrm_core.config import ArchConfig
-from hrm_core.model import ModelDims, build_model
+from hrm_core.config.schema import ArchConfig
+from hrm_core.model.hrm import ModelDims, build_model
 
 DIMS = ModelDims(vocab_size=11, seq_len=16, num_puzzle_identifiers=5)
 
@@ -160,7 +160,7 @@ def test_learned_positions_and_multi_token_puzzle_prefix():
 def test_bf16_via_fp32_gemms_matches_native_bf16_kernels():
     """The fp32-GEMM path for bf16 (CPUs without native bf16) does the bf16 kernels'
     arithmetic: bf16 operands, fp32 accumulation, bf16 output."""
-    from hrm_core.layers import CastedLinear, attention
+    from hrm_core.model.layers import CastedLinear, attention
 
     torch.manual_seed(0)
     lin = CastedLinear(256, 384, bias=True)
@@ -171,9 +171,12 @@ def test_bf16_via_fp32_gemms_matches_native_bf16_kernels():
     lin.upcast = True
     upcast = lin(x)
     assert upcast.dtype == torch.bfloat16
-    # only the summation order differs: at most a bf16 rounding step on a few elements
+    # only the summation order differs: at most a bf16 rounding step on a few elements. The
+    # step is relative to the sum's terms (|x| @ |W|^T + |b|), not to the sum, which can cancel
+    # to near zero: there a different order moves the last bits by more than 2^-7 of the sum.
     assert (upcast != native).float().mean().item() < 0.01
-    torch.testing.assert_close(upcast, native, atol=0.0, rtol=2**-7)
+    scale = x.float().abs() @ lin.weight.float().abs().T + lin.bias.float().abs()
+    assert ((upcast.float() - native.float()).abs() <= 2**-7 * scale).all()
 
     q, k, v = (torch.randn(2, 50, 4, 32).to(torch.bfloat16) for _ in range(3))
     exact = attention(q.double(), k.double(), v.double(), use_flash=False)

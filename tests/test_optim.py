@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from hrm_core.model import PuzzleEmbedding
-from hrm_core.optim import AdamATan2, SparseSignSGD, cosine_schedule
+from hrm_core.model.hrm import PuzzleEmbedding
+from hrm_core.train.optim import AdamATan2, SparseSignSGD, cosine_schedule
 
 
 def closed_form(p0, grads, lr, b1, b2, wd):

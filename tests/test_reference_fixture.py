@@ -15,10 +15,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hrm_core import load_reference_checkpoint
-from hrm_core.config import ArchConfig
-from hrm_core.losses import metrics_dict
-from hrm_core.model import ModelDims, build_model, count_parameters
-from hrm_core.reference import COMPILE_PREFIX
+from hrm_core.config.schema import ArchConfig
+from hrm_core.model.hrm import ModelDims, build_model, count_parameters
+from hrm_core.model.reference import COMPILE_PREFIX
+from hrm_core.train.losses import metrics_dict
 from tests.conftest import FIXTURE
 
 ATOL = RTOL = 1e-5

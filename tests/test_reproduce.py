@@ -182,8 +182,8 @@ def test_unknown_run_and_run_without_context(sweep_trial, capsys):
 def test_standalone_run_records_context_and_a_missing_dataset_is_rebuilt(store, tmp_path, capsys):
     """``hrm_core.pretrain tracking.mlflow=true`` on a built-in dataset at a tmp path; the
     dataset is then deleted and reproduce rebuilds it from the recorded recipe."""
-    from hrm_core.compose import compose_config
-    from hrm_core.datasets import resolve_data_path
+    from hrm_core.config.compose import compose_config
+    from hrm_core.data.resolve import resolve_data_path
 
     source = resolve_data_path(compose_config(["data=sudoku4"]), log=lambda *_: None)  # the shared project copy
     data = tmp_path / "orig" / "sudoku4"

@@ -7,9 +7,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from hrm_core.config import ArchConfig
-from hrm_core.model import ModelDims, build_model
-from hrm_core.summary import count_flops
+from hrm_core.config.schema import ArchConfig
+from hrm_core.model.hrm import ModelDims, build_model
+from hrm_core.observe.flops import count_flops
 
 CASES = {
     "hrm_v1": ArchConfig(forward_dtype="float32"),

@@ -124,7 +124,7 @@ def test_prepare_fingerprints_every_dataset_the_arms_train_on(tmp_path, sudoku4_
     """Arms on different datasets: each dataset gets its own fingerprint (trials are tagged
     with the one they train on, not the first arm's)."""
     from hrm_core.data.format import dataset_fingerprint
-    from hrm_core.datasets import default_data_dir
+    from hrm_core.data.resolve import default_data_dir
     from sweeps.runner import prepare
 
     path = tmp_path / "two_data.yaml"

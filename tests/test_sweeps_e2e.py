@@ -86,7 +86,7 @@ max_concurrent: 2
     assert "## Compute" in headings and "## Health" in headings
     assert "Compute to reach eval/exact_accuracy" in html and "training FLOPs" in html and "parent run totals" in html
     assert all(f"python -m sweeps reproduce {k.info.run_id}" in html for k in kids)
-    # the alert rules check every trial (hrm.alerts set at its end; needs hrm_core/alerts.py)
+    # the alert rules check every trial (hrm.alerts set at its end; needs hrm_core/observe/alerts.py)
     assert all(names.TAG_ALERTS in k.data.tags for k in kids), "trials carry no hrm.alerts tag"
     assert "Not checked: no run carries" not in html
     artifacts = {a.path for a in store.list_artifacts(parent_id, "report")}

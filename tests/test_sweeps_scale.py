@@ -127,8 +127,8 @@ def test_two_worker_ddp_trial_restores_and_matches_one_process(scale_runner, sto
     """A 2-rank gloo TorchTrainer trial, its rank 0 SIGKILLed after its first checkpoint:
     Tune retries it from that checkpoint (every rank its own file), it completes in
     MLflow with every step once, and its weights agree with a 1-process run's."""
-    from hrm_core import checkpoint as ckpt
-    from hrm_core.trainer import Trainer
+    from hrm_core.train import checkpoint as ckpt
+    from hrm_core.train.trainer import Trainer
     from sweeps.spec import load_spec
     from trainables.hrm_trainable import SWEEP_KEY, trial_setup
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from hrm_core import names
-from hrm_core.callbacks import Callback, JsonlSink
-from hrm_core.compose import compose_config
+from hrm_core.config.compose import compose_config
+from hrm_core.observe.callbacks import Callback, JsonlSink
 from hrm_core.pretrain import resolve_runtime
-from hrm_core.trainer import Trainer
+from hrm_core.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from hrm_core.compose import compose_config, compose_raw
-from hrm_core.config import ArchConfig, SubgoalHeadConfig
+from hrm_core.config.compose import compose_config, compose_raw
+from hrm_core.config.schema import ArchConfig, SubgoalHeadConfig
 from hrm_core.errors import ConfigError
-from hrm_core.losses import backward_all
-from hrm_core.model import ModelDims, build_model
+from hrm_core.model.hrm import ModelDims, build_model
+from hrm_core.train.losses import backward_all
 
 DIMS = ModelDims(vocab_size=11, seq_len=16, num_puzzle_identifiers=3)
 
@@ -81,7 +81,7 @@ def test_gates_start_at_sigmoid_of_init_bias():
 
 
 def test_gradient_reaches_every_gate_parameter_within_two_steps():
-    from hrm_core.optim import AdamATan2
+    from hrm_core.train.optim import AdamATan2
 
     model = seeded(arch(use_gating=True)).train()
     gate_params = {n: p for n, p in model.named_parameters() if ".gate." in n}

@@ -35,9 +35,9 @@ import tempfile
 import threading
 import uuid
 
-from hrm_core import checkpoint as ckpt
 from hrm_core import names
-from hrm_core.trainer import Trainer
+from hrm_core.train import checkpoint as ckpt
+from hrm_core.train.trainer import Trainer
 from trainables.tune_sink import TuneSink
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _worker_loop(loop_config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from hrm_core.distributed import DistContext
+    from hrm_core.train.distributed import DistContext
     from trainables.hrm_trainable import TAG_GPU_IDS, apply_test_hooks, trial_setup
 
     config = loop_config["config"]

@@ -36,8 +36,8 @@ def trial_setup(config: dict, gpu_ids: list, cpus: int | None = None):
     Shared by the 1-process trial and every rank of a DDP trial, so that both train
     exactly the same configuration. ``gpu_ids``: the GPUs Ray gave this process.
     """
-    from hrm_core.compose import compose_config
-    from hrm_core.datasets import resolve_data_path
+    from hrm_core.config.compose import compose_config
+    from hrm_core.data.resolve import resolve_data_path
     from hrm_core.pretrain import resolve_runtime
     from trainables.resources import pick_device
 
@@ -78,7 +78,7 @@ def train_hrm(config: dict) -> None:
     import ray
     from ray import tune
 
-    from hrm_core.trainer import Trainer
+    from hrm_core.train.trainer import Trainer
 
     if int(config[SWEEP_KEY].get("workers_per_trial", 1)) > 1:
         from trainables.ddp import train_hrm_ddp

@@ -21,16 +21,16 @@ import tempfile
 import threading
 
 from hrm_core import names
-from hrm_core.callbacks import Callback, RunInfo
-from hrm_core.config import flatten
-from hrm_core.run_context import to_json
+from hrm_core.config.schema import flatten
+from hrm_core.observe.callbacks import Callback, RunInfo
+from hrm_core.observe.run_context import to_json
 
 # Keys of the dict each tune.report carries, besides the flat latest metrics.
 HISTORY = "hrm_history"  # [(step, {metric: value})] since the last report
 RUN_INFO = "hrm_run_info"  # params, tags and the run context, sent with the first report of an attempt
 TOTAL_STEPS = "hrm_total_steps"
 OUTCOME = "hrm_outcome"
-ALERTS = "hrm_alerts"  # [(step, rule, message)] alerts fired since the last report (hrm_core/alerts.py)
+ALERTS = "hrm_alerts"  # [(step, rule, message)] alerts fired since the last report (hrm_core/observe/alerts.py)
 STEP = "step"  # ASHA's time attribute: the global optimizer step
 
 
@@ -113,7 +113,7 @@ class TuneSink(Callback):
             "params": {k: str(v) for k, v in flatten(info.config).items()},
             "tags": {names.TAG_CONFIG_HASH: info.config_hash, "hrm.hardware": info.hardware, **self.extra_tags},
             "num_params": info.num_params,
-            # the run context (hrm_core/run_context.py) as JSON text: Tune never flattens it
+            # the run context (hrm_core/observe/run_context.py) as JSON text: Tune never flattens it
             "context": to_json(info.context) if info.context else "",
         }
 

@@ -184,7 +184,7 @@ def _arc_layout(root: Path) -> None:
     except (OSError, ValueError, AttributeError):
         return
     if builder in ("hrm_core.data.build_arc", "arc") and (root / "test").is_dir():
-        from hrm_core.arc_eval import load_layout
+        from hrm_core.data.arc_eval import load_layout
 
         try:
             load_layout(root)

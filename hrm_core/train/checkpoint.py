@@ -5,15 +5,52 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
+import types
 from typing import Any
 
 import torch
 
 from hrm_core.errors import UserError
-from hrm_core.reference import strip_compile_prefix
+from hrm_core.model.reference import strip_compile_prefix
 
 FORMAT_VERSION = 1
+
+# Modules that moved when hrm_core was split into rooms: a checkpoint pickled before names
+# them by their old paths, and still loads.
+MOVED_MODULES = {
+    "hrm_core.model": "hrm_core.model.hrm",
+    "hrm_core.layers": "hrm_core.model.layers",
+    "hrm_core.variants": "hrm_core.model.variants",
+    "hrm_core.reference": "hrm_core.model.reference",
+    "hrm_core.trainer": "hrm_core.train.trainer",
+    "hrm_core.checkpoint": "hrm_core.train.checkpoint",
+    "hrm_core.optim": "hrm_core.train.optim",
+    "hrm_core.losses": "hrm_core.train.losses",
+    "hrm_core.distributed": "hrm_core.train.distributed",
+    "hrm_core.hardware": "hrm_core.train.hardware",
+    "hrm_core.callbacks": "hrm_core.observe.callbacks",
+    "hrm_core.diagnostics": "hrm_core.observe.diagnostics",
+    "hrm_core.alerts": "hrm_core.observe.alerts",
+    "hrm_core.compute": "hrm_core.observe.compute",
+    "hrm_core.run_context": "hrm_core.observe.run_context",
+    "hrm_core.provenance": "hrm_core.observe.provenance",
+    "hrm_core.tracking": "hrm_core.tracking.sink",
+    "hrm_core.config": "hrm_core.config.schema",
+    "hrm_core.compose": "hrm_core.config.compose",
+    "hrm_core.datasets": "hrm_core.data.resolve",
+    "hrm_core.evaluators": "hrm_core.data.evaluators",
+    "hrm_core.arc_eval": "hrm_core.data.arc_eval",
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        return super().find_class(MOVED_MODULES.get(module, module), name)
+
+
+_moved_names_pickle = types.SimpleNamespace(**{**vars(pickle), "Unpickler": _Unpickler})
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 _ANY_STEP_FILE = re.compile(r"^step_(\d+)(\.rank\d+)?\.pt$")
 
@@ -52,7 +89,7 @@ def load(path: str) -> dict[str, Any]:
     if not os.path.exists(path):
         raise UserError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_moved_names_pickle)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
         raise UserError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
     if not isinstance(state, dict):

@@ -142,14 +142,14 @@ class TrackingConfig(_Strict):
 
 
 class DiagnosticsConfig(_Strict):
-    """Training-health diagnostics (``diag/*``, hrm_core/diagnostics.py), logged with the
+    """Training-health diagnostics (``diag/*``, hrm_core/observe/diagnostics.py), logged with the
     eval metrics of every eval step. They change no other number."""
 
     enabled: bool = True
 
 
 class AlertsConfig(_Strict):
-    """Alert rules over the metric stream (hrm_core/alerts.py). Each rule fires at most
+    """Alert rules over the metric stream (hrm_core/observe/alerts.py). Each rule fires at most
     once per run; "a report" is an eval step's record (eval and diag/* metrics)."""
 
     enabled: bool = True

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from hrm_core import names
-from hrm_core.distributed import DistContext, all_reduce_sum
+from hrm_core.train.distributed import DistContext, all_reduce_sum
 
 
 def param_groups(inner: nn.Module) -> dict[str, list[nn.Parameter]]:

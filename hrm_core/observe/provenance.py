@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from hrm_core.datasets import project_root
+from hrm_core.paths import project_root
 
 
 def _git(*args: str) -> str | None:

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hrm_core.config import ArchConfig
-from hrm_core.layers import (
+from hrm_core.config.schema import ArchConfig
+from hrm_core.model.layers import (
     FLASH_ATTN,
     Attention,
     CastedEmbedding,
@@ -26,7 +26,7 @@ from hrm_core.layers import (
     rms_norm,
     trunc_normal_,
 )
-from hrm_core.variants import InputGate, SubgoalHead
+from hrm_core.model.variants import InputGate, SubgoalHead
 
 Batch = dict[str, torch.Tensor]
 
@@ -339,7 +339,7 @@ def build_model(
     cfg: ArchConfig, dims: ModelDims, loss_type: str = "stablemax_cross_entropy", loss_weights: dict[str, float] | None = None
 ) -> nn.Module:
     """The trainable module: the ACT loss head around the model (reference state-dict layout)."""
-    from hrm_core.losses import ACTLossHead
+    from hrm_core.train.losses import ACTLossHead
 
     return ACTLossHead(HRM(cfg, dims), loss_type, loss_weights)
 

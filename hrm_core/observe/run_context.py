@@ -9,7 +9,7 @@ Layout (a JSON object; version ``CONTEXT_VERSION``)::
     config     the resolved config as the trainer runs it (cfg.model_dump(): data_path,
                threads, device, low_precision_gemm, arch.forward_dtype, ... all concrete)
     seeds      seed, data_seed (effective: the data sampler's seed), streams: the seeds of
-               the random streams (init and explore via hrm_core.trainer.stream_seed; the
+               the random streams (init and explore via hrm_core.train.trainer.stream_seed; the
                explore stream of rank r is stream_seed(seed, "explore", r))
     git        commit, dirty, diff (``git diff HEAD`` when dirty; also logged as
                ``git_diff.patch``), diff_sha256
@@ -123,7 +123,7 @@ def cpu_model() -> str:
 def hardware_context(cfg, device, world_size: int = 1) -> dict[str, Any]:
     import torch
 
-    from hrm_core.hardware import cpu_flags, cpu_has_native_bf16, describe
+    from hrm_core.train.hardware import cpu_flags, cpu_has_native_bf16, describe
 
     device = torch.device(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" and torch.cuda.is_available() else None
@@ -147,7 +147,7 @@ def hardware_context(cfg, device, world_size: int = 1) -> dict[str, Any]:
 
 
 def git_context() -> dict[str, Any]:
-    from hrm_core.provenance import git_commit, git_diff, git_dirty
+    from hrm_core.observe.provenance import git_commit, git_diff, git_dirty
 
     dirty = git_dirty()
     diff = git_diff() if dirty else ""
@@ -157,7 +157,7 @@ def git_context() -> dict[str, Any]:
 
 
 def seeds_context(cfg, world_size: int = 1) -> dict[str, Any]:
-    from hrm_core.trainer import stream_seed
+    from hrm_core.train.trainer import stream_seed
 
     return {
         "seed": cfg.seed,

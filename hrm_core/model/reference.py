@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from hrm_core.config import ArchConfig
+from hrm_core.config.schema import ArchConfig
 from hrm_core.errors import UserError
-from hrm_core.model import ModelDims, build_model
+from hrm_core.model.hrm import ModelDims, build_model
 
 # Reference model-config fields that are not architecture (they come from the data / loop).
 _DIM_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")

@@ -112,7 +112,7 @@ class SparseSignSGD:
     """
 
     def __init__(self, embedding, lr: float, weight_decay: float, world_size: int = 1):
-        self.embedding = embedding  # hrm_core.model.PuzzleEmbedding
+        self.embedding = embedding  # hrm_core.model.hrm.PuzzleEmbedding
         self.lr, self.weight_decay, self.world_size = lr, weight_decay, world_size
         self.seen: torch.Tensor | None = None
         self.changed: torch.Tensor | None = None

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hrm_core import names
-from hrm_core.variants import gate_regularisers, gate_stats
+from hrm_core.model.variants import gate_regularisers, gate_stats
 
 IGNORE_LABEL_ID = -100
 

@@ -12,23 +12,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm_core import checkpoint as ckpt
 from hrm_core import names
-from hrm_core.alerts import AlertMonitor
-from hrm_core.callbacks import Callback, CallbackList, RunInfo
-from hrm_core.compute import ComputeMeter, stage_archs
-from hrm_core.config import TrainConfig, config_hash
+from hrm_core.config.schema import TrainConfig, config_hash
+from hrm_core.data.evaluators import evaluator_for
 from hrm_core.data.format import PuzzleSplit, load_metadata, open_split
+from hrm_core.data.resolve import stage_data_paths
 from hrm_core.data.sampler import TrainSampler, eval_batches, total_train_steps
-from hrm_core.datasets import stage_data_paths
-from hrm_core.diagnostics import Diagnostics
-from hrm_core.distributed import DistContext, all_reduce_grads, all_reduce_sum, broadcast_module
 from hrm_core.errors import UserError
-from hrm_core.evaluators import evaluator_for
-from hrm_core.hardware import describe
-from hrm_core.losses import METRIC_KEYS, backward_all, metrics_dict, normalise
-from hrm_core.model import ModelDims, build_model, count_parameters
-from hrm_core.optim import SparseSignSGD, cosine_schedule, make_adam_atan2
+from hrm_core.model.hrm import ModelDims, build_model, count_parameters
+from hrm_core.observe.alerts import AlertMonitor
+from hrm_core.observe.callbacks import Callback, CallbackList, RunInfo
+from hrm_core.observe.compute import ComputeMeter, stage_archs
+from hrm_core.observe.diagnostics import Diagnostics
+from hrm_core.train import checkpoint as ckpt
+from hrm_core.train.distributed import DistContext, all_reduce_grads, all_reduce_sum, broadcast_module
+from hrm_core.train.hardware import describe
+from hrm_core.train.losses import METRIC_KEYS, backward_all, metrics_dict, normalise
+from hrm_core.train.optim import SparseSignSGD, cosine_schedule, make_adam_atan2
 
 
 def stream_seed(seed: int, stream: str, rank: int = 0) -> int:
@@ -127,7 +127,7 @@ class Trainer:
         self._stop_at: int | None = None  # fit(stop_at=...): the last step of this call
         self.compute = ComputeMeter(self.dims.vocab_size, self.dims.seq_len, cfg.global_batch_size, self.ctx.world_size)
         self.compute.plan(stage_archs(self.base_arch, self.stages), self.schedule.stage_ends)
-        # Training health (hrm_core/diagnostics.py, hrm_core/alerts.py): they observe, change nothing.
+        # Training health (hrm_core/observe/diagnostics.py, hrm_core/observe/alerts.py): they observe, change nothing.
         self.diagnostics = (
             Diagnostics(self.model, self.params, self.puzzle_optimizer,
                         max(a.halt_max_steps for a in stage_archs(self.base_arch, self.stages)), self.ctx, device)
@@ -369,7 +369,7 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         c = state["carry"]
         if c is not None:
-            from hrm_core.model import Carry, InnerCarry
+            from hrm_core.model.hrm import Carry, InnerCarry
 
             dev = self.device
             feudal = {k: v.to(dev) for k, v in c["feudal"].items()} if c.get("feudal") is not None else None
@@ -416,8 +416,8 @@ class Trainer:
         self.callbacks.on_alert(step, rule, message)
 
     def _run_context(self) -> dict:
-        """What ``python -m sweeps reproduce`` needs to rerun this run (hrm_core/run_context.py)."""
-        from hrm_core.run_context import build_run_context
+        """What ``python -m sweeps reproduce`` needs to rerun this run (hrm_core/observe/run_context.py)."""
+        from hrm_core.observe.run_context import build_run_context
 
         return build_run_context(self.cfg, self.stage_paths[0], self.device, self.ctx.world_size, self.stage_paths)
 
@@ -450,7 +450,7 @@ class Trainer:
                 if cfg.curriculum.enabled:
                     metrics[names.CURRICULUM_STAGE] = float(self.stage_index)
                 metrics[names.TRAIN_EPOCH] = self.sampler.epoch_float
-                metrics.update(self.compute.add_step(self.hrm.cfg, self.stage_index))  # compute/*: hrm_core/compute.py
+                metrics.update(self.compute.add_step(self.hrm.cfg, self.stage_index))  # compute/*: hrm_core/observe/compute.py
                 if not math.isfinite(metrics[names.TRAIN_LM_LOSS]) or not math.isfinite(metrics[names.metric(names.TRAIN, names.Q_HALT_LOSS)]):
                     if self.ctx.is_main:
                         self.callbacks.on_train_metrics(self.step, metrics)
@@ -469,7 +469,7 @@ class Trainer:
                         eval_metrics.update(self.compute.metrics())  # every eval step has compute/* (once)
                     diag = self.diagnostics.report(self.hrm.cfg.halt_max_steps) if self.diagnostics is not None else {}
                     if self.ctx.is_main and (eval_metrics or diag):
-                        self.callbacks.on_eval(self.step, {**eval_metrics, **diag})  # diag/*: hrm_core/diagnostics.py
+                        self.callbacks.on_eval(self.step, {**eval_metrics, **diag})  # diag/*: hrm_core/observe/diagnostics.py
                 if self._should_checkpoint(eval_metrics):
                     self.save_checkpoint(eval_metrics)
         except Diverged as err:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from hrm_core import names
 
 if TYPE_CHECKING:  # the meter needs the model summary (torch); sweep_totals does not
-    from hrm_core.config import ArchConfig
+    from hrm_core.config.schema import ArchConfig
 
 
 def stage_archs(base_arch: ArchConfig, stages: list) -> list[ArchConfig]:
@@ -75,7 +75,7 @@ class ComputeMeter:
         """The summary's train-step FLOPs of ``arch`` (cached under ``key``, e.g. the stage)."""
         key = key if key is not None else arch.model_dump_json()
         if key not in self._per_stage:
-            from hrm_core.summary import count_flops
+            from hrm_core.observe.flops import count_flops
 
             self._per_stage[key] = count_flops(arch, self.vocab_size, self.seq_len, self.batch, training=True).train_step
         return self._per_stage[key]

@@ -4,7 +4,7 @@ The stream is what the trainer emits: ``(step, {key: value})`` records, train me
 every logged step, eval + ``diag/*`` metrics at every eval step (a "report"). The rules
 are pure functions of the stream and the ``alerts:`` config (``AlertsConfig``); each fires
 at most once per run, at its first firing, with a one-line message. Rules
-(``names.ALERT_RULES``; thresholds and defaults in ``hrm_core/config.py``):
+(``names.ALERT_RULES``; thresholds and defaults in ``hrm_core/config/schema.py``):
 
 - ``grad_explosion``: ``diag/grad_norm`` > ``grad_factor`` x the median of the previous
   reports' grad norms (the last ``grad_window``, once there are ``grad_min_reports``)
@@ -35,8 +35,8 @@ import statistics
 from collections.abc import Callable, Mapping
 
 from hrm_core import names
-from hrm_core.callbacks import Callback
-from hrm_core.config import AlertsConfig
+from hrm_core.config.schema import AlertsConfig
+from hrm_core.observe.callbacks import Callback
 
 _TRAIN_AT_MAX = names.DIAG_HALT_AT_MAX.format(split=names.TRAIN)
 _TRAIN_SHARE_2 = names.DIAG_HALT_SHARE.format(split=names.TRAIN, k=2)

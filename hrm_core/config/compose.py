@@ -11,9 +11,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from hrm_core.config import VALID_KEYS, TrainConfig, validate_config
-from hrm_core.datasets import project_root
+from hrm_core.config.schema import VALID_KEYS, TrainConfig, validate_config
 from hrm_core.errors import ConfigError, unknown_key_message
+from hrm_core.paths import project_root
 
 
 def config_dir() -> str:

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hrm_core.config import ArchConfig
-from hrm_core.layers import CastedLinear
+from hrm_core.config.schema import ArchConfig
+from hrm_core.model.layers import CastedLinear
 
 
 class InputGate(nn.Module):

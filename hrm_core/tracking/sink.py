@@ -11,9 +11,9 @@ import os
 from typing import Any
 
 from hrm_core import names
-from hrm_core.callbacks import Callback, RunInfo
-from hrm_core.config import flatten
-from hrm_core.datasets import project_root
+from hrm_core.config.schema import flatten
+from hrm_core.observe.callbacks import Callback, RunInfo
+from hrm_core.paths import project_root
 
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 
@@ -61,12 +61,12 @@ def log_run_context(client, run_id: str, context: dict | str | None) -> None:
         return
     if isinstance(context, str):
         context = json.loads(context)
-    from hrm_core.run_context import to_json
+    from hrm_core.observe.run_context import to_json
 
     client.log_text(run_id, to_json(context), names.RUN_CONTEXT_ARTIFACT)
     diff = (context.get("git") or {}).get("diff")
     if diff:
-        from hrm_core.provenance import git_diff
+        from hrm_core.observe.provenance import git_diff
 
         full = git_diff() if diff.endswith("[truncated: see git_diff.patch]\n") else diff
         client.log_text(run_id, full, names.GIT_DIFF_ARTIFACT)
@@ -160,7 +160,7 @@ class MlflowSink(Callback):
             self._best_path = path
 
     def on_alert(self, step, rule, message):
-        from hrm_core.alerts import alert_tag_value
+        from hrm_core.observe.alerts import alert_tag_value
 
         if self.client is not None:
             self.client.set_tag(self.run_id, names.TAG_ALERT_PREFIX + rule, alert_tag_value(step, message))
@@ -173,7 +173,7 @@ class MlflowSink(Callback):
             self.client.log_artifact(self.run_id, self._best_path, artifact_path="checkpoints/best")
         self.client.set_tag(self.run_id, names.TAG_OUTCOME, outcome)
         if self._alerts_checked:  # every rule that fired in this run, before a resume too ("" = healthy)
-            from hrm_core.alerts import alerts_tag
+            from hrm_core.observe.alerts import alerts_tag
 
             tags = self.client.get_run(self.run_id).data.tags
             self.client.set_tag(self.run_id, names.TAG_ALERTS, alerts_tag(r for r in names.ALERT_RULES if names.TAG_ALERT_PREFIX + r in tags))

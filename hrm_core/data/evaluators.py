@@ -41,7 +41,7 @@ def _arc_evaluator(
     data_path: str, predictions: np.ndarray, q_halt: np.ndarray, out_dir: str, step: int
 ) -> dict[str, float]:
     """ARC pass@k and arc_predictions.json; imported lazily so non-ARC runs never load it."""
-    from hrm_core.arc_eval import evaluate_arc
+    from hrm_core.data.arc_eval import evaluate_arc
 
     return evaluate_arc(data_path, predictions, q_halt, out_dir, step)
 

@@ -8,8 +8,9 @@ import os
 import shutil
 from collections.abc import Callable
 
-from hrm_core.config import TrainConfig
+from hrm_core.config.schema import TrainConfig
 from hrm_core.errors import UserError
+from hrm_core.paths import project_root
 
 
 def _build_sudoku(output_dir: str, **args) -> str:
@@ -37,7 +38,7 @@ def data_config(name: str):
     """A data config from configs/data/<name>.yaml (for curriculum stages)."""
     import yaml
 
-    from hrm_core.config import DataConfig
+    from hrm_core.config.schema import DataConfig
 
     path = os.path.join(project_root(), "configs", "data", f"{name}.yaml")
     if not os.path.exists(path):
@@ -59,10 +60,6 @@ def stage_data_paths(cfg: TrainConfig, default_path: str, log: Callable[[str], N
         else:
             paths.append(default_path)
     return paths
-
-
-def project_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def default_data_dir(name: str) -> str:

@@ -27,7 +27,7 @@ class RunInfo:
     world_size: int
     hardware: str
     extra: dict[str, Any] = field(default_factory=dict)
-    # Builds the run context (hrm_core/run_context.py) on first use of ``context``: only
+    # Builds the run context (hrm_core/observe/run_context.py) on first use of ``context``: only
     # sinks that record it (MLflow, Tune) pay for git, the dataset hash and pip freeze.
     context_fn: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
@@ -49,7 +49,7 @@ class Callback:
     def on_checkpoint(self, step: int, path: str, is_best: bool) -> None: ...
 
     def on_alert(self, step: int, rule: str, message: str) -> None:
-        """A training-health rule fired (``hrm_core.alerts``; once per rule and run)."""
+        """A training-health rule fired (``hrm_core.observe.alerts``; once per rule and run)."""
 
     def on_run_end(self, step: int, outcome: str, error: str | None = None) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The training config: its schema and its composition from configs/ with Hydra."""

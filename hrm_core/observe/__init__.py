@@ -1,0 +1,1 @@
+"""Watching a run without changing it: callbacks, diagnostics, alerts, FLOP and compute accounting, run context, provenance."""

@@ -1,0 +1,1 @@
+"""Training: the loop, schedule, checkpoints, optimisers, losses, devices and ranks."""
