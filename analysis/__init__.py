@@ -1,7 +1,8 @@
 """Ablation reports: MLflow runs -> pandas -> statistics -> plots -> executed notebook.
 
 Light on import: submodules load pandas, scipy, matplotlib and MLflow only when used.
-No torch, no Ray; from this project only ``hrm_core.names``.
+No torch, no Ray; from this project only ``hrm_core.names`` and the torch-free
+``hrm_core.tracking``.
 
     from analysis import load_runs, load_history
     from analysis.report import build_report

@@ -1,10 +1,12 @@
 """MLflow runs of a sweep -> tidy pandas frames.
 
 Reports read only from MLflow (so any past sweep can be re-reported), through the names
-of ``hrm_core.names``. A sweep is found by its name (the latest invocation: parent run),
-by a parent run id, or by experiment (every invocation). Histories are fetched in bulk:
-one SQL query per chunk of runs on the embedded SQLite store, MLflow's bulk or threaded
-per-run API on any other store.
+of ``hrm_core.names`` and MLflow's public client API (``search_runs``,
+``get_metric_history``). A sweep is found by its name (the latest invocation: parent run),
+by a parent run id, or by experiment (every invocation). The store is the one
+``hrm_core.tracking.uris`` names (``MLFLOW_TRACKING_URI``, else the embedded store).
+
+Histories have one fast path, on a SQLite store only: see ``load_history``.
 """
 
 from __future__ import annotations
@@ -22,30 +24,18 @@ import numpy as np
 import pandas as pd
 
 from hrm_core import names
+from hrm_core.tracking.uris import sqlite_path
+from hrm_core.tracking.uris import tracking_uri as default_tracking_uri
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where reports/ goes
 HISTORY_COLUMNS = ["run_id", "key", "step", "value", "timestamp"]
 _CHUNK = 500  # run ids per SQL query (SQLite allows 32766 bound variables)
 _PAGE = 1000
+_THREADS = 8  # concurrent get_metric_history calls
 
 
 class AnalysisError(Exception):
     """A bad request (unknown sweep, empty parent run, unlogged metric): one line, no traceback."""
-
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the project's embedded SQLite store
-    (the same default as ``hrm_core.tracking.sink``, restated so analysis stays torch-free)."""
-    return os.environ.get(ENV_TRACKING_URI) or f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}"
-
-
-def sqlite_path(uri: str) -> str | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    return path or None
 
 
 def open_client(tracking_uri: str | None = None):
@@ -88,11 +78,15 @@ class SweepInfo:
 # --------------------------------------------------------------------------------------
 # resolving a sweep
 # --------------------------------------------------------------------------------------
-def _search_all(client, experiment_ids: list[str], filter_string: str = "", order_by: list[str] | None = None) -> list:
+def _search_all(
+    client, experiment_ids: list[str], filter_string: str = "", order_by: list[str] | None = None
+) -> list:
     """Every matching run, across pages."""
     out, token = [], None
     while True:
-        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=_PAGE, order_by=order_by, page_token=token)
+        page = client.search_runs(
+            experiment_ids, filter_string, max_results=_PAGE, order_by=order_by, page_token=token
+        )
         out.extend(page)
         token = getattr(page, "token", None)
         if not token:
@@ -100,7 +94,8 @@ def _search_all(client, experiment_ids: list[str], filter_string: str = "", orde
 
 
 def _known_sweeps(client) -> list[str]:
-    exps = client.search_experiments(filter_string=f"name LIKE '{names.EXPERIMENT_PREFIX}%'", max_results=1000)
+    prefix = f"name LIKE '{names.EXPERIMENT_PREFIX}%'"
+    exps = client.search_experiments(filter_string=prefix, max_results=1000)
     return sorted(e.name.removeprefix(names.EXPERIMENT_PREFIX) for e in exps)
 
 
@@ -148,11 +143,15 @@ def _get_experiment(client, sweep: str | None, experiment: str | None):
     if exp is None:
         known = ", ".join(_known_sweeps(client)) or "none"
         what = f"sweep '{sweep}'" if experiment is None else f"experiment '{experiment}'"
-        raise AnalysisError(f"unknown {what}: no MLflow experiment '{name}' at {client.tracking_uri} (known sweeps: {known})")
+        raise AnalysisError(
+            f"unknown {what}: no MLflow experiment '{name}' at {client.tracking_uri} (known sweeps: {known})"
+        )
     return exp
 
 
-def _load(client, uri: str, sweep: str | None, parent_run: str | None, experiment: str | None) -> tuple[SweepInfo, list]:
+def _load(
+    client, uri: str, sweep: str | None, parent_run: str | None, experiment: str | None
+) -> tuple[SweepInfo, list]:
     from mlflow.exceptions import MlflowException
 
     if parent_run:
@@ -163,18 +162,22 @@ def _load(client, uri: str, sweep: str | None, parent_run: str | None, experimen
         info = _info_from_parent(client, uri, parent)
         children = _child_runs(client, info.experiment_id, parent_run)
         if not children:
-            raise AnalysisError(f"parent run {parent_run} ({info.parent_run_name or 'unnamed'}) has no child runs")
+            name = info.parent_run_name or "unnamed"
+            raise AnalysisError(f"parent run {parent_run} ({name}) has no child runs")
         return info, children
     exp = _get_experiment(client, sweep, experiment)
-    parents = _search_all(client, [exp.experiment_id], f"tags.`{names.TAG_RUN_KIND}` = '{names.RUN_KIND_SWEEP}'",
+    kind = f"tags.`{names.TAG_RUN_KIND}`"
+    parents = _search_all(client, [exp.experiment_id], f"{kind} = '{names.RUN_KIND_SWEEP}'",
                           order_by=["attributes.start_time DESC"])
     if experiment is not None:  # every invocation of the family
-        trials = _search_all(client, [exp.experiment_id], f"tags.`{names.TAG_RUN_KIND}` = '{names.RUN_KIND_TRIAL}'")
+        trials = _search_all(client, [exp.experiment_id], f"{kind} = '{names.RUN_KIND_TRIAL}'")
         if not trials:
             raise AnalysisError(f"experiment '{exp.name}' has no trial runs")
-        info = _info_from_parent(client, uri, parents[0]) if parents else SweepInfo(uri, exp.experiment_id, exp.name, exp.name)
-        if parents:
+        if parents:  # the latest invocation's metadata, not its identity
+            info = _info_from_parent(client, uri, parents[0])
             info.parent_run_id, info.parent_run_name, info.parent_metrics = None, "", {}
+        else:
+            info = SweepInfo(uri, exp.experiment_id, exp.name, exp.name)
         return info, trials
     if not parents:
         raise AnalysisError(f"sweep '{sweep}' has no parent run in experiment '{exp.name}'")
@@ -182,7 +185,8 @@ def _load(client, uri: str, sweep: str | None, parent_run: str | None, experimen
         children = _child_runs(client, exp.experiment_id, parent.info.run_id)
         if children:
             return _info_from_parent(client, uri, parent), children
-    raise AnalysisError(f"sweep '{sweep}' has no trial runs yet ({len(parents)} invocation(s), latest {parents[0].info.run_id})")
+    latest = f"{len(parents)} invocation(s), latest {parents[0].info.run_id}"
+    raise AnalysisError(f"sweep '{sweep}' has no trial runs yet ({latest})")
 
 
 # --------------------------------------------------------------------------------------
@@ -193,7 +197,9 @@ def _outcome(tags: dict[str, str], status: str) -> str:
     outcome = tags.get(names.TAG_OUTCOME)
     if outcome:
         return outcome
-    return {"FAILED": names.OUTCOME_ERROR, "KILLED": names.OUTCOME_KILLED, "FINISHED": names.OUTCOME_COMPLETED}.get(status, "running")
+    by_status = {"FAILED": names.OUTCOME_ERROR, "KILLED": names.OUTCOME_KILLED,
+                 "FINISHED": names.OUTCOME_COMPLETED}
+    return by_status.get(status, "running")
 
 
 def _coerce(col: pd.Series) -> pd.Series:
@@ -240,7 +246,8 @@ def runs_frame(runs: Sequence) -> pd.DataFrame:
         frame[c] = _coerce(frame[c])
     core = [c for c in frame.columns if "." not in c]
     rest = sorted(c for c in frame.columns if "." in c)
-    return frame[core + rest].sort_values(["arm", "seed", "run_name"], na_position="last").reset_index(drop=True)
+    frame = frame[core + rest].sort_values(["arm", "seed", "run_name"], na_position="last")
+    return frame.reset_index(drop=True)
 
 
 def load_sweep(
@@ -279,7 +286,8 @@ def load_runs(
 
 def logged_metrics(runs: pd.DataFrame) -> list[str]:
     """Metric keys that at least one run has logged."""
-    return sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.") and runs[c].notna().any())
+    logged = (c for c in runs.columns if c.startswith("metrics.") and runs[c].notna().any())
+    return sorted(c.removeprefix("metrics.") for c in logged)
 
 
 def require_metric(runs: pd.DataFrame, metric: str) -> None:
@@ -287,19 +295,35 @@ def require_metric(runs: pd.DataFrame, metric: str) -> None:
     logged = logged_metrics(runs)
     if metric not in logged:
         shown = ", ".join(logged[:12]) + (" ..." if len(logged) > 12 else "")
-        raise AnalysisError(f"metric '{metric}' was never logged by these {len(runs)} runs (logged: {shown or 'nothing'})")
+        shown = shown or "nothing"
+        raise AnalysisError(f"metric '{metric}' was never logged by these {len(runs)} runs (logged: {shown})")
 
 
 # --------------------------------------------------------------------------------------
 # histories
 # --------------------------------------------------------------------------------------
+def _api_history(client, run_ids: list[str], metrics: list[str]) -> pd.DataFrame:
+    """MLflow's public API: ``get_metric_history`` per (run, metric), on 8 threads."""
+
+    def one(job: tuple[str, str]) -> list[tuple]:
+        run_id, key = job
+        return [(run_id, key, m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)]
+
+    rows: list[tuple] = []
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        for part in pool.map(one, [(r, k) for r in run_ids for k in metrics]):
+            rows.extend(part)
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
 def _sqlite_history(path: str, run_ids: list[str], metrics: list[str]) -> pd.DataFrame | None:
-    """One query per chunk of runs, straight from MLflow's ``metrics`` table (read-only)."""
+    """The fast path: MLflow's ``metrics`` table of a SQLite store, read-only, one query per
+    500 runs. None when the table is not the schema this reads (then the public API runs)."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         cols = {row[1] for row in con.execute("PRAGMA table_info(metrics)")}
         if not {"run_uuid", "key", "step", "value", "timestamp", "is_nan"} <= cols:
-            return None  # an unknown schema: let MLflow's API do it
+            return None
         frames = []
         key_marks = ",".join("?" * len(metrics))
         for i in range(0, len(run_ids), _CHUNK):
@@ -312,28 +336,17 @@ def _sqlite_history(path: str, run_ids: list[str], metrics: list[str]) -> pd.Dat
     finally:
         con.close()
     df = pd.concat(frames, ignore_index=True)
-    df.loc[df.pop("is_nan").astype(bool), "value"] = np.nan
+    df.loc[df.pop("is_nan").astype(bool), "value"] = np.nan  # as MLflow reads a NaN back
     return df
 
 
-def _api_history(client, run_ids: list[str], metrics: list[str]) -> pd.DataFrame:
-    """MLflow's bulk query when the store has one, else per-run calls on 8 threads."""
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    rows: list[tuple] = []
-    if hasattr(store, "get_metric_history_bulk"):
-        for key in metrics:
-            for i in range(0, len(run_ids), _CHUNK):
-                for m in store.get_metric_history_bulk(run_ids[i : i + _CHUNK], key, max_results=2**62):
-                    rows.append((m.run_id, key, m.step, m.value, m.timestamp))  # MetricWithRunId
-    else:
-        def one(job: tuple[str, str]) -> list[tuple]:
-            run_id, key = job
-            return [(run_id, key, m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)]
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            for part in pool.map(one, [(r, k) for r in run_ids for k in metrics]):
-                rows.extend(part)
-    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+def _history_rows(uri: str, run_ids: list[str], metrics: list[str]) -> pd.DataFrame:
+    path = sqlite_path(uri)
+    if path is not None and os.path.exists(path):
+        df = _sqlite_history(path, run_ids, metrics)
+        if df is not None:
+            return df
+    return _api_history(open_client(uri), run_ids, metrics)
 
 
 def load_history(
@@ -346,6 +359,13 @@ def load_history(
     twice (a resumed trial) keeps its latest value.
 
     ``metrics`` defaults to every metric the runs logged.
+
+    Read through MLflow's public ``get_metric_history``, except on a SQLite store. There it
+    is one query per (run, metric): 86 s for the 1,000 runs x 17 metrics of
+    benchmarks/report_scale.py, against about 1 s for one query per 500 runs. So the one fast
+    path, ``_sqlite_history``, reads MLflow's ``metrics`` table (read-only, after checking its
+    columns). Both give the same frame, to the bit
+    (tests/test_analysis_mlflow.py::test_history_fast_path_is_the_public_api).
     """
     frame = runs if isinstance(runs, pd.DataFrame) else None
     run_ids = list(frame["run_id"]) if frame is not None else list(runs)
@@ -358,10 +378,7 @@ def load_history(
     if not run_ids or not metrics:
         df = pd.DataFrame(columns=HISTORY_COLUMNS)
     else:
-        path = sqlite_path(uri)
-        df = _sqlite_history(path, run_ids, metrics) if path and os.path.exists(path) else None
-        if df is None:
-            df = _api_history(open_client(uri), run_ids, metrics)
+        df = _history_rows(uri, run_ids, metrics)
     df = df.astype({"step": "int64", "value": "float64", "timestamp": "int64"})
     df = (
         df.sort_values(["run_id", "key", "step", "timestamp"])

@@ -50,7 +50,8 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
     install(kernel_name=name, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix)
     found = current()
     if found != sys.executable:
-        raise ReportError(f"kernel spec '{name}' resolves to {found}, not {sys.executable} (a user-level spec shadows it)")
+        raise ReportError(f"kernel spec '{name}' resolves to {found}, not {sys.executable} "
+                          "(a user-level spec shadows it)")
     return name
 
 
@@ -78,16 +79,19 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from analysis import loading, plots, report, stats
+from analysis import loading, plots, stats
+from analysis.report import analyse, history_metrics, links, prose, tables
+from hrm_core import names
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
 plt.rcParams["figure.dpi"] = 90
 
 info, runs = loading.load_sweep(parent_run=PARENT_RUN_ID, tracking_uri=TRACKING_URI)
-history = loading.load_history(runs, report.history_metrics(runs, METRIC or info.objective))
-A = report.analyse(info, runs, history, metric=METRIC, mode=MODE, alpha=ALPHA, ci_method=CI_METHOD, target=TARGET)
-print(f"{len(runs)} runs, {len(history)} history rows; primary metric {A.metric} ({A.mode}), control {A.control or '-'}")"""
+history = loading.load_history(runs, history_metrics(runs, METRIC or info.objective))
+A = analyse(info, runs, history, metric=METRIC, mode=MODE, alpha=ALPHA, ci_method=CI_METHOD, target=TARGET)
+print(f"{len(runs)} runs, {len(history)} history rows; "
+      f"primary metric {A.metric} ({A.mode}), control {A.control or '-'}")"""
 
 SECTIONS: list[Section] = [
     Section(
@@ -100,7 +104,7 @@ SECTIONS: list[Section] = [
         "The sweep as its parent run records it, and every run by outcome. Runs that failed, "
         "diverged or were stopped early are counted here and listed below; they are not in the statistics.",
         [
-            "display(report.overview_table(A))",
+            "display(tables.overview_table(A))",
             "display(A.counts)",
             "display(A.excluded if len(A.excluded) else Markdown('All runs completed: none left out.'))",
         ],
@@ -110,7 +114,7 @@ SECTIONS: list[Section] = [
         "Each run's value is its metric **at the end of its fixed budget**, never its best over evals "
         "(taking the best inflates results). Searches rank trials at the same rung, as ASHA does.",
         [
-            "display(report.leaderboard_table(A))",
+            "display(tables.leaderboard_table(A))",
             "if A.kind == 'search':\n    display(A.rungs)",
         ],
     ),
@@ -121,9 +125,9 @@ SECTIONS: list[Section] = [
         "Holm correction across arms on the primary metric; other metrics are **exploratory**. "
         "CIs: t-interval (n < 10), or a seeded BCa bootstrap with `CI_METHOD = 'bca'` and n >= 10.",
         [
-            "display(report.comparison_table(A, 'primary'))",
-            "display(report.comparison_table(A, 'exploratory'))",
-            "display(report.power_table(A))",
+            "display(tables.comparison_table(A, 'primary'))",
+            "display(tables.comparison_table(A, 'exploratory'))",
+            "display(tables.power_table(A))",
         ],
         when=lambda a: a.kind != "search",
     ),
@@ -133,9 +137,11 @@ SECTIONS: list[Section] = [
         "final values per run; accuracy against ACT steps.",
         [
             "plots.show(plots.learning_curves(history, A.metric), f'No run has logged {A.metric} yet.')",
-            "plots.show(plots.learning_curves(history, report.TRAIN_LOSS), 'No training loss logged.')",
-            "plots.show(plots.final_values(A.values, A.metric, A.arm_order, A.control), f'No final values of {A.metric} yet.')",
-            "plots.show(plots.pareto(runs), 'No eval/exact_accuracy and eval/steps to plot against each other yet.')",
+            "plots.show(plots.learning_curves(history, names.TRAIN_LM_LOSS), 'No training loss logged.')",
+            "plots.show(plots.final_values(A.values, A.metric, A.arm_order, A.control),\n"
+            "           f'No final values of {A.metric} yet.')",
+            "plots.show(plots.pareto(runs),\n"
+            "           'No eval/exact_accuracy and eval/steps to plot against each other yet.')",
         ],
         when=lambda a: a.kind != "search",
     ),
@@ -146,8 +152,9 @@ SECTIONS: list[Section] = [
         [
             "plots.show(plots.trial_curves(history, A.metric, A.leaderboard, A.rungs.get('rung', [])),"
             " f'No trial has logged {A.metric} yet.')",
-            "plots.show(plots.rung_values(report.rung_values(A), A.metric), 'No rung values yet.')",
-            "plots.show(plots.pareto(runs, by=None), 'No eval/exact_accuracy and eval/steps to plot against each other yet.')",
+            "plots.show(plots.rung_values(tables.rung_values(A), A.metric), 'No rung values yet.')",
+            "plots.show(plots.pareto(runs, by=None),\n"
+            "           'No eval/exact_accuracy and eval/steps to plot against each other yet.')",
         ],
         when=lambda a: a.kind == "search",
     ),
@@ -156,10 +163,13 @@ SECTIONS: list[Section] = [
         "Parameter importance from the sweep's persisted Optuna study (or, if it cannot be read, "
         "|Spearman rho|), and parallel coordinates; both compare every trial at the same step.",
         [
-            "print(A.importance_method)\nplots.show(plots.param_importance(A.importances, A.importance_method), 'No parameter importances.')",
-            "plots.show(plots.parallel_coordinates(A.board_runs, A.search_params, A.board_runs.get('value_at_common_rung'), A.metric,\n"
-            "                                      A.mode, f'{A.metric} at step {A.common_rung}, which every trial reached'),\n"
-            "           'Too few trials with values for parallel coordinates.')",
+            "print(A.importance_method)\n"
+            "plots.show(plots.param_importance(A.importances, A.importance_method),\n"
+            "           'No parameter importances.')",
+            "plots.show(plots.parallel_coordinates(\n"
+            "    A.board_runs, A.search_params, A.board_runs.get('value_at_common_rung'), A.metric, A.mode,\n"
+            "    f'{A.metric} at step {A.common_rung}, which every trial reached'),\n"
+            "    'Too few trials with values for parallel coordinates.')",
         ],
         when=lambda a: a.kind == "search",
     ),
@@ -169,33 +179,38 @@ SECTIONS: list[Section] = [
         "where the sweep logged them.",
         [
             "plots.show(plots.gate_panel(history), 'No gate/* metrics logged: no arm uses gating.')",
-            "plots.show(plots.feudal_panel(history), 'No feudal/* metrics logged: no arm uses the feudal head.')",
-            "plots.show(plots.curriculum_panel(history, A.metric), 'No curriculum/stage logged: no arm uses a curriculum.')",
+            "plots.show(plots.feudal_panel(history),\n"
+            "           'No feudal/* metrics logged: no arm uses the feudal head.')",
+            "plots.show(plots.curriculum_panel(history, A.metric),\n"
+            "           'No curriculum/stage logged: no arm uses a curriculum.')",
         ],
     ),
     Section(
         "Compute",
-        "Training compute from the `compute/*` metrics: FLOPs are the model summary's train-step figure × the steps "
-        "taken (per curriculum stage; evaluation not counted), device-seconds the train loop's wall time × the trial's "
-        "devices. Accuracy against cumulative FLOPs, the compute each arm needed to reach a target (`TARGET`; "
-        "default 0.9 × the best arm's final mean), and totals per arm and for the sweep.",
+        "Training compute from the `compute/*` metrics: FLOPs are the model summary's train-step figure × "
+        "the steps taken (per curriculum stage; evaluation not counted), device-seconds the train loop's "
+        "wall time × the trial's devices. Accuracy against cumulative FLOPs, the compute each arm needed "
+        "to reach a target (`TARGET`; default 0.9 × the best arm's final mean), and totals per arm and "
+        "for the sweep.",
         [
-            "display(Markdown(report.compute_summary(A)))",
-            "plots.show(plots.compute_curves(A.curve, A.metric, None if A.kind == 'search' else 'arm', A.target),\n"
-            "           f'No {A.metric} with compute/train_flops to plot (runs from before compute accounting, or no eval yet).')",
-            "display(Markdown(f'**{report.target_heading(A)}**'))\ndisplay(report.compute_to_target_table(A))",
-            "display(report.compute_totals_table(A))",
+            "display(Markdown(prose.compute_summary(A)))",
+            "plots.show(plots.compute_curves(A.curve, A.metric, None if A.kind == 'search' else 'arm',\n"
+            "                                A.target),\n"
+            "           f'No {A.metric} with compute/train_flops to plot '\n"
+            "           '(runs from before compute accounting, or no eval yet).')",
+            "display(Markdown(f'**{prose.target_heading(A)}**'))\ndisplay(tables.compute_to_target_table(A))",
+            "display(tables.compute_totals_table(A))",
         ],
     ),
     Section(
         "Health",
-        "Training-health alerts each run raised (tags `hrm.alert.<rule>` = `step <n>: <message>`, the first firing; "
-        "`hrm.alerts` lists the rules, empty when healthy, absent when the run was not checked), counted per arm, "
-        "and the diagnostics behind them (`diag/*`) where logged.",
+        "Training-health alerts each run raised (tags `hrm.alert.<rule>` = `step <n>: <message>`, "
+        "the first firing; `hrm.alerts` lists the rules, empty when healthy, absent when the run was "
+        "not checked), counted per arm, and the diagnostics behind them (`diag/*`) where logged.",
         [
-            "display(Markdown(report.health_summary(A)))",
-            "display(report.alerts_table(A))",
-            "display(report.alert_counts_table(A))",
+            "display(Markdown(prose.health_summary(A)))",
+            "display(tables.alerts_table(A))",
+            "display(tables.alert_counts_table(A))",
             "plots.show(plots.health_panel(history, 'outcome' if A.kind == 'search' else 'arm'),\n"
             "           'No diag/grad_norm or diag/halt_steps/* logged (runs from before the diagnostics).')",
         ],
@@ -203,13 +218,16 @@ SECTIONS: list[Section] = [
     Section(
         "MLflow runs",
         "Links open the MLflow UI (`make mlflow-ui` for the embedded store; set `UI_URL` otherwise). "
-        "Each run's reproduce command reruns it from its recorded context and says whether the rerun matches bitwise.",
-        ["display(HTML(report.links_html(A, UI_URL)))"],
+        "Each run's reproduce command reruns it from its recorded context and says whether the rerun "
+        "matches bitwise.",
+        ["display(HTML(links.links_html(A, UI_URL)))"],
     ),
 ]
 
 
-def build_notebook(title: str, conclusion: str, parameters: dict[str, Any], analysis: Any) -> nbformat.NotebookNode:
+def build_notebook(
+    title: str, conclusion: str, parameters: dict[str, Any], analysis: Any
+) -> nbformat.NotebookNode:
     """Conclusion cell first, then the tagged parameters cell, setup, and the sections
     that apply to this sweep."""
     cells = [new_markdown_cell(f"# {title}\n\n{conclusion}")]
@@ -224,7 +242,8 @@ def build_notebook(title: str, conclusion: str, parameters: dict[str, Any], anal
         cells.append(new_markdown_cell(f"## {section.title}\n\n{section.intro}"))
         cells.extend(new_code_cell(src) for src in section.cells)
     nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": KERNEL_DISPLAY_NAME, "language": "python"}
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": KERNEL_DISPLAY_NAME,
+                                 "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     return nb
 
@@ -232,7 +251,9 @@ def build_notebook(title: str, conclusion: str, parameters: dict[str, Any], anal
 # --------------------------------------------------------------------------------------
 # execution and export
 # --------------------------------------------------------------------------------------
-def execute(nb: nbformat.NotebookNode, timeout: int = EXECUTE_TIMEOUT_S, cwd: Path = PROJECT_ROOT) -> nbformat.NotebookNode:
+def execute(
+    nb: nbformat.NotebookNode, timeout: int = EXECUTE_TIMEOUT_S, cwd: Path = PROJECT_ROOT
+) -> nbformat.NotebookNode:
     """Run every cell headless on the project kernel (named explicitly); the kernel starts
     in the project root so ``analysis`` imports even without an install. The kernel's own
     stderr (start-up chatter) goes to a temp file, quoted only if the kernel dies."""
@@ -240,7 +261,8 @@ def execute(nb: nbformat.NotebookNode, timeout: int = EXECUTE_TIMEOUT_S, cwd: Pa
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     kernel = ensure_kernel()
-    client = NotebookClient(nb, kernel_name=kernel, timeout=timeout, allow_errors=False, resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(nb, kernel_name=kernel, timeout=timeout, allow_errors=False,
+                            resources={"metadata": {"path": str(cwd)}})
     with tempfile.TemporaryFile("w+") as log:
         try:
             client.execute(stderr=log)
@@ -250,13 +272,15 @@ def execute(nb: nbformat.NotebookNode, timeout: int = EXECUTE_TIMEOUT_S, cwd: Pa
         except (CellTimeoutError, DeadKernelError) as e:
             log.seek(0)
             tail = [line for line in log.read().splitlines() if line.strip()][-1:]
-            raise ReportError(f"report notebook did not finish: {e}" + (f" ({tail[0]})" if tail else "")) from None
+            why = f"report notebook did not finish: {e}" + (f" ({tail[0]})" if tail else "")
+            raise ReportError(why) from None
     return nb
 
 
 def error_cells(nb: nbformat.NotebookNode) -> int:
     """How many code cells have an error output."""
-    return sum(any(o.get("output_type") == "error" for o in c.get("outputs", [])) for c in nb.cells if c.cell_type == "code")
+    return sum(any(o.get("output_type") == "error" for o in c.get("outputs", []))
+               for c in nb.cells if c.cell_type == "code")
 
 
 def to_html(nb: nbformat.NotebookNode) -> str:
@@ -272,4 +296,7 @@ def write(nb: nbformat.NotebookNode, path: Path) -> None:
     nbformat.write(nb, str(path))
 
 
-__all__ = ["KERNEL_NAME", "AnalysisError", "ReportError", "Section", "SECTIONS", "build_notebook", "ensure_kernel", "execute", "to_html"]
+__all__ = [
+    "KERNEL_NAME", "AnalysisError", "ReportError", "Section", "SECTIONS", "build_notebook", "ensure_kernel",
+    "execute", "to_html",
+]

@@ -73,7 +73,9 @@ def learning_curves(
     return fig
 
 
-def final_values(values: pd.DataFrame, metric: str, order: Sequence[str] | None = None, control: str | None = None) -> Figure | None:
+def final_values(
+    values: pd.DataFrame, metric: str, order: Sequence[str] | None = None, control: str | None = None
+) -> Figure | None:
     """Strip + box plot of each run's primary value per arm, with mean and CI; runs that
     are not in the statistics appear as red crosses under the axis, with their count."""
     if values.empty:
@@ -86,12 +88,14 @@ def final_values(values: pd.DataFrame, metric: str, order: Sequence[str] | None 
     box_pos = [i for i, d in enumerate(data) if d.size >= 4]
     if box_pos:
         ax.boxplot([data[i] for i in box_pos], positions=box_pos, widths=0.5, showfliers=False,
-                   medianprops={"color": "0.3"}, boxprops={"color": "0.6"}, whiskerprops={"color": "0.6"}, capprops={"color": "0.6"})
+                   medianprops={"color": "0.3"}, boxprops={"color": "0.6"}, whiskerprops={"color": "0.6"},
+                   capprops={"color": "0.6"})
     finite = np.concatenate([d for d in data if d.size]) if any(d.size for d in data) else np.array([0.0])
     lo_y = float(np.min(finite))
     span = float(np.ptp(finite)) or 1.0
     for i, (arm, d) in enumerate(zip(arms, data, strict=True)):
-        ax.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, s=22, alpha=0.8, color="tab:blue" if arm != control else "0.35", zorder=3)
+        ax.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, s=22, alpha=0.8,
+                   color="tab:blue" if arm != control else "0.35", zorder=3)
         if d.size >= 2:
             m, s = d.mean(), d.std(ddof=1)
             half = sps.t.ppf(0.975, d.size - 1) * s / math.sqrt(d.size)
@@ -100,13 +104,15 @@ def final_values(values: pd.DataFrame, metric: str, order: Sequence[str] | None 
             ax.plot(i + 0.28, d[0], "D", color="black", ms=5, zorder=4)
         excl = values[(values["arm"] == arm) & ~values["used"]]
         if len(excl):
-            ax.scatter(np.full(len(excl), i), np.full(len(excl), lo_y - 0.12 * span), marker="x", color=_EXCLUDED_COLOR, zorder=3)
-            ax.annotate(f"{len(excl)} excl.", (i, lo_y - 0.12 * span), textcoords="offset points", xytext=(8, -3),
-                        fontsize=7, color=_EXCLUDED_COLOR)
+            ax.scatter(np.full(len(excl), i), np.full(len(excl), lo_y - 0.12 * span), marker="x",
+                       color=_EXCLUDED_COLOR, zorder=3)
+            ax.annotate(f"{len(excl)} excl.", (i, lo_y - 0.12 * span), textcoords="offset points",
+                        xytext=(8, -3), fontsize=7, color=_EXCLUDED_COLOR)
     ax.set_xticks(range(len(arms)), [f"{a}\n(control)" if a == control else a for a in arms], fontsize=8)
     ax.set_xlim(-0.6, len(arms) - 0.3)
     ax.set_ylabel(f"{metric} at end of budget")
-    ax.set_title("Final value per run (dots), mean with 95% CI (diamonds); x = not in the statistics", fontsize=9)
+    ax.set_title("Final value per run (dots), mean with 95% CI (diamonds); x = not in the statistics",
+                 fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -132,7 +138,8 @@ def pareto(runs: pd.DataFrame, accuracy: str = names.EVAL_EXACT_ACCURACY, steps:
         sub = df[df[by].astype(str) == g]
         ax.scatter(sub[cs], sub[ca], s=16, alpha=0.45, color=colors[g])
         if by != "_all":
-            ax.scatter(means.loc[g, cs], means.loc[g, ca], s=90, marker="o", edgecolor="black", color=colors[g], label=g, zorder=4)
+            ax.scatter(means.loc[g, cs], means.loc[g, ca], s=90, marker="o", edgecolor="black",
+                       color=colors[g], label=g, zorder=4)
     front, best = [], -np.inf
     for _, row in means.sort_values([cs, ca], ascending=[True, False]).iterrows():
         if row[ca] > best:
@@ -152,7 +159,9 @@ def pareto(runs: pd.DataFrame, accuracy: str = names.EVAL_EXACT_ACCURACY, steps:
     return fig
 
 
-def trial_curves(history: pd.DataFrame, metric: str, leaderboard: pd.DataFrame, rungs: Sequence[int] = (), top: int = 5) -> Figure | None:
+def trial_curves(
+    history: pd.DataFrame, metric: str, leaderboard: pd.DataFrame, rungs: Sequence[int] = (), top: int = 5
+) -> Figure | None:
     """Search: every trial's curve (grey), the ``top`` trials of the rung leaderboard in
     colour, and the rungs as dotted lines."""
     h = history[history["key"] == metric]
@@ -167,12 +176,14 @@ def trial_curves(history: pd.DataFrame, metric: str, leaderboard: pd.DataFrame, 
     colors = _colors([str(i) for i in range(len(best_ids))])
     for i, row in enumerate(best.itertuples()):
         sub = h[h["run_id"] == row.run_id]
-        ax.plot(sub["step"], sub["value"], color=colors[str(i)], lw=1.8, label=f"#{row.rank} {row.trial_id or row.run_name}")
+        ax.plot(sub["step"], sub["value"], color=colors[str(i)], lw=1.8,
+                label=f"#{row.rank} {row.trial_id or row.run_name}")
     for r in rungs:
         ax.axvline(r, color="0.4", ls=":", lw=0.8)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per trial: top {len(best_ids)} at the top rung in colour, rungs dotted", fontsize=10)
+    ax.set_title(f"{metric} per trial: top {len(best_ids)} at the top rung in colour, rungs dotted",
+                 fontsize=10)
     ax.grid(alpha=0.3)
     if best_ids:
         ax.legend(fontsize=8)
@@ -191,7 +202,8 @@ def rung_values(values: pd.DataFrame, metric: str) -> Figure | None:
     for _, sub in values.groupby("run_id"):
         sub = sub.sort_values("rung")
         ax.plot(sub["rung"].map(pos), sub["value"], color="0.6", lw=0.7, alpha=0.6, marker="o", ms=3)
-    ax.set_xticks(range(len(rungs)), [f"step {r}\n({(values['rung'] == r).sum()} trials)" for r in rungs], fontsize=8)
+    ticks = [f"step {r}\n({(values['rung'] == r).sum()} trials)" for r in rungs]
+    ax.set_xticks(range(len(rungs)), ticks, fontsize=8)
     ax.set_ylabel(metric)
     ax.set_title("Trials at each rung (same step, same budget)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
@@ -231,8 +243,14 @@ def _axis_values(col: pd.Series) -> tuple[np.ndarray, list[float], list[str]]:
     return col.astype(str).map(pos).to_numpy(dtype=float), list(pos.values()), cats
 
 
-def parallel_coordinates(runs: pd.DataFrame, params: Sequence[str], value: pd.Series, metric: str, mode: str = "max",
-                         label: str = "") -> Figure | None:
+def parallel_coordinates(
+    runs: pd.DataFrame,
+    params: Sequence[str],
+    value: pd.Series,
+    metric: str,
+    mode: str = "max",
+    label: str = "",
+) -> Figure | None:
     """One line per trial through its parameter values, coloured by ``value`` (every trial
     at the same rung); the best trials are drawn on top."""
     params = [p for p in params if p in runs.columns and runs[p].nunique(dropna=True) > 1]
@@ -269,13 +287,16 @@ def _keys(history: pd.DataFrame, prefix: str) -> list[str]:
     return sorted(k for k in history["key"].unique() if k.startswith(prefix))
 
 
-def _panel(history: pd.DataFrame, groups: list[tuple[str, list[str]]], title: str, by: str = "arm") -> Figure | None:
+def _panel(
+    history: pd.DataFrame, groups: list[tuple[str, list[str]]], title: str, by: str = "arm"
+) -> Figure | None:
     """Subplots of per-arm mean curves, one per (title, keys) group that has data."""
     groups = [(t, keys) for t, keys in groups if keys]
     if not groups:
         return None
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.8), squeeze=False)
-    arms = sorted(history.loc[history["key"].isin([k for _, ks in groups for k in ks]), by].astype(str).unique())
+    all_keys = [k for _, ks in groups for k in ks]
+    arms = sorted(history.loc[history["key"].isin(all_keys), by].astype(str).unique())
     colors = _colors(arms)
     styles = ["-", "--", ":", "-."]
     for ax, (sub_title, keys) in zip(axes[0], groups, strict=True):
@@ -308,8 +329,10 @@ def feudal_panel(history: pd.DataFrame, by: str = "arm") -> Figure | None:
     """Feudal worker loss, manager loss, goal alignment and goal updates over training."""
     present = set(history["key"].unique())
     losses = [k for k in (names.FEUDAL_LOSS, names.FEUDAL_MANAGER_LOSS) if k in present]
-    align = [k for k in (names.FEUDAL_ALIGNMENT, names.FEUDAL_GATE_MEAN, names.FEUDAL_GOAL_UPDATES) if k in present]
-    return _panel(history, [("feudal losses", losses), ("alignment, gate, goal updates", align)], "Feudal subgoal head (mean over seeds)", by)
+    align = [k for k in (names.FEUDAL_ALIGNMENT, names.FEUDAL_GATE_MEAN, names.FEUDAL_GOAL_UPDATES)
+             if k in present]
+    groups = [("feudal losses", losses), ("alignment, gate, goal updates", align)]
+    return _panel(history, groups, "Feudal subgoal head (mean over seeds)", by)
 
 
 def stage_boundaries(history: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
@@ -337,8 +360,8 @@ def curriculum_panel(history: pd.DataFrame, metric: str, by: str = "arm") -> Fig
     colors = _colors(arms)
     for _, row in bounds[bounds["stage"] > bounds["stage"].min()].iterrows():
         ax.axvline(row["step"], color=colors.get(str(row[by]), "0.5"), ls=":", lw=1.2)
-        ax.annotate(f"stage {row['stage']}", (row["step"], 1.0), xycoords=("data", "axes fraction"), rotation=90,
-                    fontsize=7, va="top", ha="right", color=colors.get(str(row[by]), "0.5"))
+        ax.annotate(f"stage {row['stage']}", (row["step"], 1.0), xycoords=("data", "axes fraction"),
+                    rotation=90, fontsize=7, va="top", ha="right", color=colors.get(str(row[by]), "0.5"))
     ax.set_title(f"{metric} with curriculum stage boundaries (dotted)", fontsize=10)
     return fig
 
@@ -358,8 +381,8 @@ def compute_curves(curve: pd.DataFrame, metric: str, by: str | None = "arm", tar
     if by is None:
         for _, sub in c.groupby("run_id"):
             stopped = "outcome" in sub.columns and sub["outcome"].iloc[0] == names.OUTCOME_EARLY_STOPPED
-            ax.plot(sub["flops"], sub["value"], color="0.55" if stopped else "tab:blue", ls="--" if stopped else "-",
-                    lw=0.9, alpha=0.8)
+            ax.plot(sub["flops"], sub["value"], color="0.55" if stopped else "tab:blue",
+                    ls="--" if stopped else "-", lw=0.9, alpha=0.8)
         ax.plot([], [], color="tab:blue", label="ran to the end")
         ax.plot([], [], color="0.55", ls="--", label="stopped early")
         title = f"{metric} vs training FLOPs per trial"
@@ -367,7 +390,8 @@ def compute_curves(curve: pd.DataFrame, metric: str, by: str | None = "arm", tar
         groups = sorted(c[by].astype(str).unique())
         colors = _colors(groups)
         for g, sub in c.groupby(c[by].astype(str)):
-            pivot = sub.pivot_table(index="step", columns="run_id", values="value", aggfunc="last").sort_index()
+            pivot = sub.pivot_table(index="step", columns="run_id", values="value", aggfunc="last")
+            pivot = pivot.sort_index()
             x = sub.groupby("step")["flops"].mean().reindex(pivot.index).to_numpy()
             _, mean, lo, hi = _band(pivot, conf)
             ax.plot(x, mean, color=colors[g], lw=1.8, marker="o", ms=3, label=f"{g} (n={pivot.shape[1]})")
@@ -391,8 +415,10 @@ def health_panel(history: pd.DataFrame, by: str = "arm") -> Figure | None:
     share of rows that halt at the ACT maximum (train solid, eval dashed)."""
     present = set(history["key"].unique()) if len(history) else set()
     grad = [k for k in (names.DIAG_GRAD_NORM,) if k in present]
-    halt = [k for k in (names.DIAG_HALT_AT_MAX.format(split=s) for s in (names.TRAIN, names.EVAL)) if k in present]
-    groups = [(t, keys) for t, keys in (("gradient norm", grad), ("share halting at halt_max_steps", halt)) if keys]
+    halt = [k for k in (names.DIAG_HALT_AT_MAX.format(split=s) for s in (names.TRAIN, names.EVAL))
+            if k in present]
+    groups = [(t, keys) for t, keys in (("gradient norm", grad), ("share halting at halt_max_steps", halt))
+              if keys]
     if not groups:
         return None
     h = history[history["key"].isin(grad + halt)]
@@ -406,7 +432,8 @@ def health_panel(history: pd.DataFrame, by: str = "arm") -> Figure | None:
                 sub = sub.sort_values("step")
                 ax.plot(sub["step"], sub["value"], color=colors[arm], ls=ls, lw=1.0, alpha=0.75)
             for arm in arms:
-                ax.plot([], [], color=colors[arm], ls=ls, label=f"{arm}: {key.split('/', 1)[1]}" if len(keys) > 1 else arm)
+                label = f"{arm}: {key.split('/', 1)[1]}" if len(keys) > 1 else arm
+                ax.plot([], [], color=colors[arm], ls=ls, label=label)
         if keys == grad and (h.loc[h["key"] == names.DIAG_GRAD_NORM, "value"] > 0).all():
             ax.set_yscale("log")
         ax.set_title(title, fontsize=10)

@@ -1,16 +1,16 @@
 """Statistics for ablation sweeps: per-run primary values, group summaries with CIs,
-arm-vs-control tests with Holm correction, rung comparisons for searches, and power.
+arm-vs-control tests with Holm correction, and power. Pure statistics: no I/O.
 
 The primitives (``mean_ci``, ``paired_ttest``, ``welch_ttest``) are vectorised over
 leading axes, so the same code serves one report and a simulation of thousands of
-ablations (see ``simulate_paired_ablations``, used by the tests that check error rates).
+ablations (``tests/support/simulation.py``, used by the tests that check error rates).
+Searches compare trials in ``analysis.rungs``; compute to a target is ``analysis.compute``.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,7 +60,9 @@ def display_scale(metric: str) -> tuple[float, str]:
 # --------------------------------------------------------------------------------------
 # vectorised primitives
 # --------------------------------------------------------------------------------------
-def mean_ci(x: Any, conf: float = CONF, axis: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def mean_ci(
+    x: Any, conf: float = CONF, axis: int = -1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean, sample SD and the Student-t interval along ``axis`` (NaN bounds when n < 2)."""
     x = np.asarray(x, dtype=float)
     n = x.shape[axis]
@@ -86,14 +88,21 @@ class TTest:
     effect: np.ndarray  # d_z for paired, Hedges' g for Welch
 
 
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, with a zero denominator giving 0 (num 0) or a signed infinity."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        limit = np.where(num == 0, 0.0, np.sign(num) * np.inf)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), limit)
+
+
 def _t_from(diff: np.ndarray, se: np.ndarray, df: np.ndarray, conf: float) -> tuple[np.ndarray, ...]:
     """t, p and CI, with zero-variance cases made explicit instead of NaN.
 
     Identical samples (diff 0, se 0) give p = 1 and a zero-width CI; a constant non-zero
     difference (se 0) gives p = 0: deterministic runs are not 'insignificant'.
     """
+    t = _ratio(diff, se)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(se > 0, diff / np.where(se > 0, se, 1.0), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
         p = np.where(np.isfinite(t), 2 * sps.t.sf(np.abs(t), df), 0.0)
         p = np.where((se == 0) & (diff == 0), 1.0, p)
         half = sps.t.ppf(0.5 + conf / 2, df) * np.where(se > 0, se, 0.0)
@@ -112,9 +121,7 @@ def paired_ttest(a: Any, b: Any, conf: float = CONF, axis: int = -1) -> TTest:
     se = sd / math.sqrt(n)
     df = np.full_like(diff, n - 1.0)
     t, p, lo, hi = _t_from(diff, se, df, conf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dz = np.where(sd > 0, diff / np.where(sd > 0, sd, 1.0), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
-    return TTest(diff, lo, hi, t, df, p, dz)
+    return TTest(diff, lo, hi, t, df, p, _ratio(diff, sd))
 
 
 def welch_ttest(a: Any, b: Any, conf: float = CONF, axis: int = -1) -> TTest:
@@ -134,12 +141,12 @@ def welch_ttest(a: Any, b: Any, conf: float = CONF, axis: int = -1) -> TTest:
     t, p, lo, hi = _t_from(diff, se, df, conf)
     pooled = np.sqrt(((na - 1) * va + (nb - 1) * vb) / (na + nb - 2))
     j = 1 - 3 / (4 * (na + nb) - 9)  # Hedges' small-sample correction
-    with np.errstate(divide="ignore", invalid="ignore"):
-        g = np.where(pooled > 0, j * diff / np.where(pooled > 0, pooled, 1.0), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
-    return TTest(diff, lo, hi, t, df, p, g)
+    return TTest(diff, lo, hi, t, df, p, _ratio(j * diff, pooled))
 
 
-def bca_interval(x: Any, conf: float = CONF, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+def bca_interval(
+    x: Any, conf: float = CONF, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float]:
     """Seeded BCa bootstrap interval of the mean (bias-corrected and accelerated)."""
     x = np.asarray(x, dtype=float)
     n = x.size
@@ -294,6 +301,52 @@ def _per_seed(values: pd.DataFrame, arm: str) -> pd.Series:
     return g.groupby("seed")["value"].mean()
 
 
+# The test columns of a comparison row before any test ran (also the row of 'no test').
+_NO_TEST: dict[str, Any] = {
+    "n_pairs": 0, "test": "", "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_method": "",
+    "statistic": math.nan, "df": math.nan, "p": math.nan, "effect": math.nan, "effect_kind": "",
+    "wilcoxon_p": math.nan, "sd_diff": math.nan, "note": "",
+}
+
+
+def _paired(a: np.ndarray, c: np.ndarray, conf: float, ci_method: CiMethod, seed: int) -> tuple[dict, TTest]:
+    """Paired t on the shared seeds, Wilcoxon from 6 pairs, BCa CI from 10 when asked."""
+    r = paired_ttest(a, c, conf)
+    row: dict[str, Any] = {"test": "paired t", "n_pairs": len(a), "effect_kind": "d_z", "ci_method": "t",
+                           "sd_diff": float(np.std(a - c, ddof=1))}
+    if len(a) >= WILCOXON_MIN_N:
+        d = a - c
+        row["wilcoxon_p"] = 1.0 if np.all(d == 0) else float(sps.wilcoxon(a, c, zero_method="wilcox").pvalue)
+    if ci_method == "bca" and len(a) >= BCA_MIN_N:
+        lo, hi = bca_interval(a - c, conf, seed=seed)
+        r = dataclasses.replace(r, ci_low=np.float64(lo), ci_high=np.float64(hi))
+        row["ci_method"] = "BCa bootstrap"
+    return row, r
+
+
+def _test(
+    cur: pd.Series, ctrl: pd.Series, shared: pd.Index, conf: float, ci_method: CiMethod, seed: int
+) -> dict:
+    """The test columns of one arm against the control: paired with >= 2 shared seeds,
+    else Welch with >= 2 runs a side, else no test (the note says why)."""
+    if len(shared) >= 2:
+        row, r = _paired(cur.loc[shared].to_numpy(), ctrl.loc[shared].to_numpy(), conf, ci_method, seed)
+        unpaired = cur.size + ctrl.size - 2 * len(shared)
+        if unpaired:
+            row["note"] = f"{unpaired} unpaired run(s) left out of the paired test"
+    elif cur.size >= 2 and ctrl.size >= 2:
+        r = welch_ttest(cur.to_numpy(), ctrl.to_numpy(), conf)
+        row = {"test": "Welch t", "effect_kind": "Hedges g", "ci_method": "t",
+               "sd_diff": float(math.sqrt(cur.var(ddof=1) + ctrl.var(ddof=1)))}
+        if len(shared) == 1:
+            row["note"] = "only one shared seed: unpaired test"
+    else:
+        return {"note": f"too few runs for a test (n = {cur.size} vs {ctrl.size})"}
+    row.update(diff=float(r.diff), ci_low=float(r.ci_low), ci_high=float(r.ci_high),
+               statistic=float(r.statistic), df=float(r.df), p=float(r.p), effect=float(r.effect))
+    return row
+
+
 def compare_to_control(
     values: pd.DataFrame,
     control: str,
@@ -312,55 +365,18 @@ def compare_to_control(
     side -> no test, the row says so.
     """
     metric = str(values["metric"].iloc[0]) if len(values) else ""
-    arms = [a for a in pd.unique(values["arm"]) if a != control]
     ctrl = _per_seed(values, control)
     seeds_known = not values["seed"].isna().all()
     rows = []
-    for arm in arms:
+    for arm in (a for a in pd.unique(values["arm"]) if a != control):
         cur = _per_seed(values, arm)
         shared = ctrl.index.intersection(cur.index) if seeds_known else pd.Index([])
-        row: dict[str, Any] = {
-            "metric": metric, "arm": arm, "control": control, "role": role,
-            "n_arm": int(cur.size), "n_control": int(ctrl.size), "n_pairs": 0,
-            "test": "", "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_method": "",
-            "statistic": math.nan, "df": math.nan, "p": math.nan, "effect": math.nan, "effect_kind": "",
-            "wilcoxon_p": math.nan, "sd_diff": math.nan, "note": "",
-        }
         mean_a = float(cur.mean()) if cur.size else math.nan
         mean_c = float(ctrl.mean()) if ctrl.size else math.nan
-        row["mean_arm"], row["mean_control"] = mean_a, mean_c
+        row = {"metric": metric, "arm": arm, "control": control, "role": role, "n_arm": int(cur.size),
+               "n_control": int(ctrl.size), **_NO_TEST, "mean_arm": mean_a, "mean_control": mean_c}
         row["diff"] = mean_a - mean_c
-        paired = len(shared) >= 2
-        if paired:
-            a, c = cur.loc[shared].to_numpy(), ctrl.loc[shared].to_numpy()
-            r = paired_ttest(a, c, conf)
-            row.update(test="paired t", n_pairs=len(shared), effect_kind="d_z", sd_diff=float(np.std(a - c, ddof=1)))
-            unpaired = cur.size + ctrl.size - 2 * len(shared)
-            if unpaired:
-                row["note"] = f"{unpaired} unpaired run(s) left out of the paired test"
-            if len(shared) >= WILCOXON_MIN_N:
-                d = a - c
-                row["wilcoxon_p"] = 1.0 if np.all(d == 0) else float(sps.wilcoxon(a, c, zero_method="wilcox").pvalue)
-            if ci_method == "bca" and len(shared) >= BCA_MIN_N:
-                lo, hi = bca_interval(a - c, conf, seed=seed)
-                r = TTest(r.diff, np.float64(lo), np.float64(hi), r.statistic, r.df, r.p, r.effect)
-                row["ci_method"] = "BCa bootstrap"
-            else:
-                row["ci_method"] = "t"
-        elif cur.size >= 2 and ctrl.size >= 2:
-            r = welch_ttest(cur.to_numpy(), ctrl.to_numpy(), conf)
-            row.update(test="Welch t", effect_kind="Hedges g", ci_method="t")
-            row["sd_diff"] = float(math.sqrt(cur.var(ddof=1) + ctrl.var(ddof=1)))
-            if len(shared) == 1:
-                row["note"] = "only one shared seed: unpaired test"
-        else:
-            r = None
-            row["note"] = f"too few runs for a test (n = {cur.size} vs {ctrl.size})"
-        if r is not None:
-            row.update(
-                diff=float(r.diff), ci_low=float(r.ci_low), ci_high=float(r.ci_high), statistic=float(r.statistic),
-                df=float(r.df), p=float(r.p), effect=float(r.effect),
-            )
+        row.update(_test(cur, ctrl, shared, conf, ci_method, seed))
         rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:
@@ -390,7 +406,8 @@ def compare_metrics(
     frames = [compare_to_control(run_values(runs, primary), control, mode, alpha, ci_method, "primary")]
     for m in exploratory:
         if m != primary and f"metrics.{m}" in runs.columns:
-            frames.append(compare_to_control(run_values(runs, m), control, metric_mode(m), alpha, ci_method, "exploratory"))
+            values, m_mode = run_values(runs, m), metric_mode(m)
+            frames.append(compare_to_control(values, control, m_mode, alpha, ci_method, "exploratory"))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -402,311 +419,3 @@ def outcome_counts(runs: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     table = table.reindex(columns=[*cols, *[c for c in table.columns if c not in cols]], fill_value=0)
     table["total"] = table.sum(axis=1)
     return table
-
-
-# --------------------------------------------------------------------------------------
-# searches: compare trials at the same rung
-# --------------------------------------------------------------------------------------
-def infer_rungs(history: pd.DataFrame, runs: pd.DataFrame, metric: str) -> list[int]:
-    """Rungs = steps where early-stopped trials stopped, plus the full budget."""
-    h = history[history["key"] == metric]
-    if h.empty:
-        return []
-    last = h.groupby("run_id")["step"].max()
-    stopped = runs.loc[runs["outcome"] == names.OUTCOME_EARLY_STOPPED, "run_id"]
-    rungs = set(int(s) for s in last.reindex(stopped).dropna())
-    rungs.add(int(last.max()))
-    return sorted(rungs)
-
-
-def rung_values(history: pd.DataFrame, metric: str, rungs: list[int]) -> pd.DataFrame:
-    """Each trial's value at each rung it reached: its last value at a step <= the rung."""
-    h = history.loc[history["key"] == metric, ["run_id", "step", "value"]].sort_values(["run_id", "step"])
-    if h.empty or not rungs:
-        return pd.DataFrame(columns=["run_id", "rung", "value"])
-    last = h.groupby("run_id")["step"].max()
-    rows = []
-    for rung in rungs:
-        reached = last.index[last >= rung]
-        sub = h[h["run_id"].isin(reached) & (h["step"] <= rung)]
-        at = sub.groupby("run_id").tail(1)
-        rows.append(pd.DataFrame({"run_id": at["run_id"].to_numpy(), "rung": rung, "value": at["value"].to_numpy()}))
-    return pd.concat(rows, ignore_index=True)
-
-
-def search_leaderboard(runs: pd.DataFrame, history: pd.DataFrame, metric: str, mode: Mode) -> pd.DataFrame:
-    """Trials ranked like ASHA ranks them: highest rung reached first, then the value
-    there. Never the best-over-evals value, and never values from different budgets."""
-    rungs = infer_rungs(history, runs, metric)
-    rv = rung_values(history, metric, rungs)
-    base = runs[["run_id", "run_name", "trial_id", "arm", "outcome"]].copy()
-    if rv.empty:
-        base["rung"], base["value_at_rung"] = np.nan, np.nan
-        return base
-    top = rv.sort_values("rung").groupby("run_id").tail(1).rename(columns={"value": "value_at_rung"})
-    board = base.merge(top, on="run_id", how="left")
-    sign = -1.0 if mode == "max" else 1.0
-    board["_key"] = sign * board["value_at_rung"]
-    board = board.sort_values(["rung", "_key"], ascending=[False, True], na_position="last").drop(columns="_key")
-    board.insert(0, "rank", np.arange(1, len(board) + 1))
-    return board.reset_index(drop=True)
-
-
-def rung_summary(history: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: Mode) -> pd.DataFrame:
-    """Per rung: how many trials reached it and the best / median value there."""
-    rv = rung_values(history, metric, infer_rungs(history, runs, metric))
-    if rv.empty:
-        return pd.DataFrame(columns=["rung", "trials", "best", "median"])
-    agg = rv.groupby("rung")["value"]
-    best = agg.max() if mode == "max" else agg.min()
-    return pd.DataFrame({"trials": agg.size(), "best": best, "median": agg.median()}).reset_index()
-
-
-# --------------------------------------------------------------------------------------
-# compute: the metric against cumulative training FLOPs, compute to reach a target
-# --------------------------------------------------------------------------------------
-TARGET_FACTOR = 0.9  # default target: 0.9 x the best group's final mean (max metrics)
-
-
-def metric_vs_compute(history: pd.DataFrame, metric: str, compute: str = names.COMPUTE_TRAIN_FLOPS) -> pd.DataFrame:
-    """Every logged value of ``metric`` with the run's cumulative ``compute`` at that step.
-
-    The trainer logs compute/* at every eval step, so the figure is exact there; for other
-    steps (older runs that logged compute/* only at train log steps) it is interpolated
-    linearly between the run's logged points (within one curriculum stage FLOPs grow
-    linearly in steps), and missing past the run's last compute point.
-    Columns: run_id, step, value, flops (+ arm, seed, outcome when in ``history``).
-    """
-    meta = [c for c in ("arm", "seed", "outcome") if c in history.columns]
-    cols = ["run_id", "step", "value", *meta, compute]
-    m = history.loc[history["key"] == metric, ["run_id", "step", "value", *meta]]
-    c = history.loc[history["key"] == compute, ["run_id", "step", "value"]]
-    if m.empty or c.empty:
-        return pd.DataFrame(columns=cols).rename(columns={compute: "flops"})
-    parts = []
-    for rid, sub in m.groupby("run_id", sort=False):
-        pts = c[c["run_id"] == rid].sort_values("step")
-        if pts.empty:
-            continue
-        xs = np.concatenate([[0.0], pts["step"].to_numpy(dtype=float)])
-        ys = np.concatenate([[0.0], pts["value"].to_numpy(dtype=float)])
-        steps = sub["step"].to_numpy(dtype=float)
-        flops = np.interp(steps, xs, ys, right=np.nan)
-        exact = pts.set_index("step")["value"]
-        hit = sub["step"].map(exact).to_numpy(dtype=float)  # exact where logged (no float interpolation)
-        parts.append(sub.assign(flops=np.where(np.isfinite(hit), hit, flops)))
-    if not parts:
-        return pd.DataFrame(columns=cols).rename(columns={compute: "flops"})
-    return pd.concat(parts, ignore_index=True).sort_values(["run_id", "step"]).reset_index(drop=True)
-
-
-def default_target(values: pd.DataFrame, mode: Mode = "max", by: str = "arm", factor: float = TARGET_FACTOR) -> tuple[float, str]:
-    """The default compute target: ``factor`` x the best group's final mean (``by`` = arm)
-    or the best trial's final value (``by`` = run_id); for 'min' metrics best / factor.
-    Uses the runs in the statistics (completed, finite). Returns (target, how in words)."""
-    used = values[values["used"]] if "used" in values.columns else values
-    if used.empty:
-        return math.nan, "no completed run: no default target"
-    means = used.groupby(by)["value"].mean()
-    best = float(means.max() if mode == "max" else means.min())
-    what = "best arm's final mean" if by == "arm" else "best trial's final value"
-    if mode == "max":
-        return factor * best, f"{factor:g} × the {what}"
-    return best / factor, f"the {what} / {factor:g}"
-
-
-def compute_to_target(curve: pd.DataFrame, target: float, mode: Mode = "max") -> pd.DataFrame:
-    """Per run: the first eval at which ``value`` reached ``target`` (>= for max, <= for
-    min), its step and the cumulative FLOPs spent to get there. ``curve`` is
-    ``metric_vs_compute``. Runs that never reached it have reached=False, step/flops NaN."""
-    meta = [c for c in ("arm", "seed", "outcome") if c in curve.columns]
-    out_cols = ["run_id", *meta, "reached", "step", "flops", "final_step", "final_flops"]
-    if curve.empty or not np.isfinite(target):
-        return pd.DataFrame(columns=out_cols)
-    rows = []
-    for rid, sub in curve.sort_values("step").groupby("run_id", sort=False):
-        ok = sub["value"] >= target if mode == "max" else sub["value"] <= target
-        first = sub[ok.to_numpy()].head(1)
-        row = {"run_id": rid, **{c: sub[c].iloc[0] for c in meta}, "reached": not first.empty,
-               "step": float(first["step"].iloc[0]) if len(first) else math.nan,
-               "flops": float(first["flops"].iloc[0]) if len(first) else math.nan,
-               "final_step": float(sub["step"].iloc[-1]), "final_flops": float(sub["flops"].iloc[-1])}
-        rows.append(row)
-    return pd.DataFrame(rows, columns=out_cols)
-
-
-def target_summary(to_target: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
-    """Per group: runs, how many reached the target, the median FLOPs to reach it (runs
-    that never did count as infinite: a median above every run that reached is 'not
-    reached' = inf) and the mean over the runs that reached it."""
-    rows = []
-    for key, g in to_target.groupby(by, sort=True):
-        f = np.where(g["reached"].to_numpy(dtype=bool), g["flops"].to_numpy(dtype=float), np.inf)
-        reached = f[np.isfinite(f)]
-        rows.append({by: key, "runs": len(g), "reached": int(reached.size),
-                     "median_flops": float(np.median(f)) if f.size else math.nan,
-                     "mean_flops_reached": float(reached.mean()) if reached.size else math.nan})
-    return pd.DataFrame(rows, columns=[by, "runs", "reached", "median_flops", "mean_flops_reached"])
-
-
-def compute_totals(runs: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
-    """Per group: runs, total and mean training FLOPs and device-seconds (each run's last,
-    cumulative compute/* value). Empty when no run logged compute/*."""
-    fc, dc = f"metrics.{names.COMPUTE_TRAIN_FLOPS}", f"metrics.{names.COMPUTE_DEVICE_SECONDS}"
-    if fc not in runs.columns or runs[fc].isna().all():
-        return pd.DataFrame(columns=[by, "runs", "train_flops", "mean_train_flops", "device_seconds"])
-    df = runs.assign(_f=pd.to_numeric(runs[fc], errors="coerce"),
-                     _d=pd.to_numeric(runs[dc], errors="coerce") if dc in runs.columns else np.nan)
-    g = df.groupby(by, sort=True)
-    return pd.DataFrame({
-        "runs": g.size(), "train_flops": g["_f"].sum(min_count=1), "mean_train_flops": g["_f"].mean(),
-        "device_seconds": g["_d"].sum(min_count=1),
-    }).reset_index()
-
-
-def early_stopping_savings(runs: pd.DataFrame) -> tuple[float, float]:
-    """(FLOPs early stopping saved, FLOPs of running every trial to the end), from the
-    trials: for each early-stopped trial its planned FLOPs (compute/planned_train_flops,
-    else planned steps x flops per step) minus those it took. NaN when not logged."""
-    fc = f"metrics.{names.COMPUTE_TRAIN_FLOPS}"
-    if fc not in runs.columns or runs[fc].isna().all():
-        return math.nan, math.nan
-    taken = pd.to_numeric(runs[fc], errors="coerce").fillna(0.0)
-
-    def col(key: str) -> pd.Series:
-        c = f"metrics.{key}"
-        return pd.to_numeric(runs[c], errors="coerce") if c in runs.columns else pd.Series(np.nan, index=runs.index)
-
-    planned = col(names.COMPUTE_PLANNED_FLOPS).fillna(col(names.COMPUTE_PLANNED_STEPS) * col(names.COMPUTE_FLOPS_PER_STEP))
-    stopped = runs["outcome"] == names.OUTCOME_EARLY_STOPPED
-    if stopped.any() and planned[stopped].isna().all():
-        return math.nan, math.nan
-    saved = float((planned[stopped] - taken[stopped]).clip(lower=0).sum())
-    return saved, float(taken.sum()) + saved
-
-
-# --------------------------------------------------------------------------------------
-# checking the statistics by simulation
-# --------------------------------------------------------------------------------------
-def simulate_paired_ablations(
-    n: int,
-    sims: int = 5000,
-    dz: float = 0.0,
-    seed_sd: float = 1.0,
-    alpha: float = ALPHA,
-    conf: float = CONF,
-    rng: np.random.Generator | int = 0,
-) -> dict[str, float]:
-    """Simulate ``sims`` ablations of n seeds (one arm vs control) and measure the tests.
-
-    Each seed shifts both arms alike (``seed_sd``); per-run noise has SD 1/sqrt(2), so the
-    paired differences have SD 1 and the true effect is ``dz`` in d_z units. Returns the
-    rejection rate of the paired t-test (false-positive rate when dz = 0, power
-    otherwise), the coverage of its CI for the difference and of the t-interval of a
-    group mean, and the rejection rate / coverage of Welch's test with unshared seeds.
-    """
-    rng = np.random.default_rng(rng)
-    noise = 1 / math.sqrt(2)
-    seeds = rng.normal(0.0, seed_sd, (sims, n))
-    control = seeds + rng.normal(0.0, noise, (sims, n))
-    arm = seeds + dz + rng.normal(0.0, noise, (sims, n))
-    paired = paired_ttest(arm, control, conf)
-    mean, _, lo, hi = mean_ci(control, conf)
-    # Unshared seeds: each run has its own seed effect.
-    ctrl_u = rng.normal(0.0, seed_sd, (sims, n)) + rng.normal(0.0, noise, (sims, n))
-    arm_u = rng.normal(0.0, seed_sd, (sims, n)) + dz + rng.normal(0.0, noise, (sims, n))
-    welch = welch_ttest(arm_u, ctrl_u, conf)
-    return {
-        "n": n,
-        "sims": sims,
-        "dz": dz,
-        "paired_reject": float(np.mean(paired.p < alpha)),
-        "paired_ci_coverage": float(np.mean((paired.ci_low <= dz) & (dz <= paired.ci_high))),
-        "mean_ci_coverage": float(np.mean((lo <= 0.0) & (0.0 <= hi))),
-        "welch_reject": float(np.mean(welch.p < alpha)),
-        "welch_ci_coverage": float(np.mean((welch.ci_low <= dz) & (dz <= welch.ci_high))),
-        "power_analytic": power_paired_t(dz, n, alpha) if dz else alpha,
-    }
-
-
-def simulate_aa_sweeps(
-    n: int, arms: int = 3, sims: int = 2000, alpha: float = ALPHA, rng: np.random.Generator | int = 0
-) -> float:
-    """Family-wise false-positive rate of a sweep whose ``arms`` arms all equal the
-    control (paired t + Holm across arms, vectorised): the share of sweeps that flag
-    any arm."""
-    rng = np.random.default_rng(rng)
-    noise = 1 / math.sqrt(2)
-    seeds = rng.normal(0.0, 1.0, (sims, 1, n))
-    control = seeds + rng.normal(0.0, noise, (sims, 1, n))
-    others = seeds + rng.normal(0.0, noise, (sims, arms, n))
-    p = paired_ttest(others, np.broadcast_to(control, others.shape)).p
-    return float(np.mean((holm_rows(p) < alpha).any(axis=-1)))
-
-
-# --------------------------------------------------------------------------------------
-# parameter importance (searches)
-# --------------------------------------------------------------------------------------
-def study_importances(storage: str, study_name: str, objective_index: int = 0) -> tuple[dict[str, float], str]:
-    """Parameter importances (seeded fANOVA; PED-ANOVA without scikit-learn) from the
-    sweep's persisted Optuna study.
-
-    With early stopping, the completed trials are the survivors only, so trials are
-    compared at one rung instead: each trial's intermediate value at the largest step
-    every trial reached. Without pruned trials, the final values are used. Raises
-    ``LookupError`` when the study cannot be read or has too few trials.
-    """
-    import optuna
-    from sqlalchemy.exc import SQLAlchemyError
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    path = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else None
-    if path is not None and not os.path.exists(path):  # Optuna would create an empty one
-        raise LookupError(f"Optuna storage {storage} does not exist")
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except (KeyError, ValueError, RuntimeError, ImportError, SQLAlchemyError) as e:
-        raise LookupError(f"cannot load Optuna study '{study_name}' from {storage}: {e}") from None
-    state = optuna.trial.TrialState
-    done = study.get_trials(deepcopy=False, states=(state.COMPLETE,))
-    pruned = study.get_trials(deepcopy=False, states=(state.PRUNED,))
-    if importlib.util.find_spec("sklearn") is not None:  # fANOVA's forest (mlflow brings scikit-learn)
-        evaluator, method = optuna.importance.FanovaImportanceEvaluator(seed=0), "fANOVA"
-    else:
-        evaluator, method = optuna.importance.PedAnovaImportanceEvaluator(), "PED-ANOVA"
-    multi = len(study.directions) > 1
-    if not pruned or multi:
-        if len(done) < 2:
-            raise LookupError(f"Optuna study has {len(done)} completed trial(s): too few for importances")
-        target = (lambda t: t.values[objective_index]) if multi else None
-        imp = optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
-        return {k: float(v) for k, v in imp.items()}, f"{method} on the final values of {len(done)} completed trials (Optuna study)"
-    trials = [t for t in (*done, *pruned) if t.intermediate_values]
-    if len(trials) < 2:
-        raise LookupError("Optuna study has too few trials with intermediate values for importances")
-    rung = min(max(t.intermediate_values) for t in trials)
-    same_rung = optuna.create_study(direction=study.direction)
-    same_rung.add_trials([
-        optuna.trial.create_trial(
-            params=t.params, distributions=t.distributions,
-            value=t.intermediate_values[max(s for s in t.intermediate_values if s <= rung)],
-        )
-        for t in trials
-    ])
-    imp = optuna.importance.get_param_importances(same_rung, evaluator=evaluator)
-    return {k: float(v) for k, v in imp.items()}, f"{method} on {len(trials)} trials of the Optuna study, all compared at step {rung}"
-
-
-def rank_importances(params: pd.DataFrame, values: pd.Series) -> dict[str, float]:
-    """Fallback importance: |Spearman rho| between each parameter and the value (trials
-    compared at one rung). Categorical parameters use their category codes."""
-    out = {}
-    v = pd.to_numeric(values, errors="coerce")
-    for col in params.columns:
-        x = pd.to_numeric(params[col], errors="coerce")
-        if x.isna().any():
-            x = params[col].astype("category").cat.codes.astype(float)
-        ok = x.notna() & v.notna()
-        if ok.sum() >= 3 and x[ok].nunique() > 1 and v[ok].nunique() > 1:
-            out[col.removeprefix("params.")] = float(abs(sps.spearmanr(x[ok], v[ok]).statistic))
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))

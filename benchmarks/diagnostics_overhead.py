@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hrm_core.config.compose import compose_config  # noqa: E402
-from hrm_core.pretrain import resolve_runtime  # noqa: E402
+from hrm_core.train.runtime import resolve_runtime  # noqa: E402
 from hrm_core.train.trainer import Trainer  # noqa: E402
 
 # (data builder args, global batch size): tiny on 4x4 Sudoku; hrm_v1 on 9x9 (seq 81) at batch 8
@@ -40,11 +40,21 @@ ARCH = {"tiny": "hrm_tiny", "hrm_v1": "hrm_v1"}
 
 def make(arch: str, data: str, batch: int, every: int, diagnostics: bool, run_dir: str) -> Trainer:
     """A trainer on ``data``; its schedule makes every ``every``-th step a report step."""
-    cfg = compose_config([
-        f"arch={ARCH[arch]}", f"data_path={data}", f"global_batch_size={batch}", "epochs=100000", "eval_interval=null",
-        f"eval_every_steps={every}", "lr_warmup_steps=10", "progress=false", f"checkpoint_path={run_dir}",
-        f"diagnostics.enabled={str(diagnostics).lower()}", "alerts.enabled=false",
-    ])
+    cfg = compose_config(
+        [
+            f"arch={ARCH[arch]}",
+            f"data_path={data}",
+            f"global_batch_size={batch}",
+            "epochs=100000",
+            "eval_interval=null",
+            f"eval_every_steps={every}",
+            "lr_warmup_steps=10",
+            "progress=false",
+            f"checkpoint_path={run_dir}",
+            f"diagnostics.enabled={str(diagnostics).lower()}",
+            "alerts.enabled=false",
+        ]
+    )
     cfg = resolve_runtime(cfg, torch.device("cpu"))
     return Trainer(cfg, data, run_dir, torch.device("cpu"), [], log=lambda *_: None)
 
@@ -137,7 +147,9 @@ def bench(arch: str, every: int, blocks: int, threads: int) -> None:
             totals[on] += time.perf_counter() - t
             normals[on] += normal
             reports[on].append(report)
-            puzzle[on].append((timers["puzzle"].seconds["call"] - before[0]) / (timers["puzzle"].calls["call"] - before[1]))
+            puzzle[on].append(
+                (timers["puzzle"].seconds["call"] - before[0]) / (timers["puzzle"].calls["call"] - before[1])
+            )
         toggle.set(True)
         n = every * blocks
         off_s, on_s = totals[False] / n, totals[True] / n
@@ -145,18 +157,30 @@ def bench(arch: str, every: int, blocks: int, threads: int) -> None:
         extra = statistics.median(reports[True]) - step_on
         print(f"{arch}: batch {batch}, report every {every} steps, {n} steps each way, {threads} threads")
         print(f"  s/step  off {off_s:.4f}  on {on_s:.4f}  overhead {100 * (on_s / off_s - 1):+.2f}%")
-        print(f"  median ordinary step  off {step_off:.4f}  on {step_on:.4f}  ({100 * (step_on / step_off - 1):+.2f}%)")
-        print(f"  report step: +{extra:.4f} s over an ordinary step (grad norm, weight snapshot, ratios, report)"
-              f" = {100 * extra / (every * step_off):.2f}% of {every} steps")
+        print(
+            f"  median ordinary step  off {step_off:.4f}  on {step_on:.4f}  "
+            f"({100 * (step_on / step_off - 1):+.2f}%)"
+        )
+        print(
+            f"  report step: +{extra:.4f} s over an ordinary step (grad norm, weight snapshot, ratios, "
+            "report)"
+            f" = {100 * extra / (every * step_off):.2f}% of {every} steps"
+        )
         # The diagnostics' own work, timed directly (robust to the noise of a shared machine).
         tracking = statistics.median(puzzle[True]) - statistics.median(puzzle[False])
         per_step = timers["before"].mean() + timers["after"].mean() + tracking
-        per_report = timers["before"].mean("report") + timers["after"].mean("report") + timers["report"].mean()
+        per_report = (
+            timers["before"].mean("report") + timers["after"].mean("report") + timers["report"].mean()
+        )
         direct = (per_step * (every - 1) + per_report) / every
         accum = timers["before"].mean() + timers["after"].mean()
-        print(f"  timed diag work: {1e6 * per_step:.0f} us per ordinary step (accumulators {1e6 * accum:.0f} us, "
-              f"row-change tracking {1e6 * tracking:.0f} us: a difference of medians, noisy with few steps), "
-              f"{1e3 * per_report:.1f} ms per report step -> {1e3 * direct:.3f} ms/step = {100 * direct / step_off:.2f}% of a step")
+        print(
+            f"  timed diag work: {1e6 * per_step:.0f} us per ordinary step (accumulators {1e6 * accum:.0f} "
+            "us, "
+            f"row-change tracking {1e6 * tracking:.0f} us: a difference of medians, noisy with few steps), "
+            f"{1e3 * per_report:.1f} ms per report step -> {1e3 * direct:.3f} ms/step = "
+            f"{100 * direct / step_off:.2f}% of a step"
+        )
 
 
 def main() -> None:

@@ -43,13 +43,18 @@ from hrm_core.train.optim import AdamATan2  # noqa: E402
 
 
 def _sdpa_flash_attn_func(q, k, v, causal=False, **_):
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal
+    )
     return out.transpose(1, 2).contiguous()
 
 
 def install_cpu_stand_ins() -> None:
     """flash_attn and adam_atan2 for a CPU, unless the real packages import."""
-    for name, attrs in (("flash_attn", {"flash_attn_func": _sdpa_flash_attn_func}), ("adam_atan2", {"AdamATan2": AdamATan2})):
+    for name, attrs in (
+        ("flash_attn", {"flash_attn_func": _sdpa_flash_attn_func}),
+        ("adam_atan2", {"AdamATan2": AdamATan2}),
+    ):
         try:
             __import__(name)
         except ImportError:
@@ -59,7 +64,10 @@ def install_cpu_stand_ins() -> None:
 
 def import_reference(reference_dir: str):
     if not os.path.isfile(os.path.join(reference_dir, "models", "hrm", "hrm_act_v1.py")):
-        raise SystemExit(f"error: --reference-dir {reference_dir}: no models/hrm/hrm_act_v1.py (a checkout of sapientinc/HRM?)")
+        raise SystemExit(
+            f"error: --reference-dir {reference_dir}: no models/hrm/hrm_act_v1.py (a checkout of "
+            "sapientinc/HRM?)"
+        )
     install_cpu_stand_ins()
     sys.path.insert(0, os.path.abspath(reference_dir))
     from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
@@ -72,10 +80,22 @@ def import_reference(reference_dir: str):
 def reference_config(batch_size: int, dtype: str) -> dict:
     a = ArchConfig()
     return dict(
-        batch_size=batch_size, seq_len=81, puzzle_emb_ndim=a.puzzle_emb_ndim, num_puzzle_identifiers=1, vocab_size=11,
-        H_cycles=a.H_cycles, L_cycles=a.L_cycles, H_layers=a.H_layers, L_layers=a.L_layers, hidden_size=a.hidden_size,
-        expansion=a.expansion, num_heads=a.num_heads, pos_encodings=a.pos_encodings, halt_max_steps=a.halt_max_steps,
-        halt_exploration_prob=a.halt_exploration_prob, forward_dtype=dtype,
+        batch_size=batch_size,
+        seq_len=81,
+        puzzle_emb_ndim=a.puzzle_emb_ndim,
+        num_puzzle_identifiers=1,
+        vocab_size=11,
+        H_cycles=a.H_cycles,
+        L_cycles=a.L_cycles,
+        H_layers=a.H_layers,
+        L_layers=a.L_layers,
+        hidden_size=a.hidden_size,
+        expansion=a.expansion,
+        num_heads=a.num_heads,
+        pos_encodings=a.pos_encodings,
+        halt_max_steps=a.halt_max_steps,
+        halt_exploration_prob=a.halt_exploration_prob,
+        forward_dtype=dtype,
     )
 
 
@@ -108,11 +128,17 @@ def make_reference_step(classes, dtype: str, mode: str, batch_size: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference-dir", required=True, help="a checkout of the reference implementation")
-    ap.add_argument("--cases", nargs="*", default=["float32:eager", "float32:compile", "bfloat16:eager", "bfloat16:compile"],
-                    help="dtype:mode pairs")
+    ap.add_argument(
+        "--cases",
+        nargs="*",
+        default=["float32:eager", "float32:compile", "bfloat16:eager", "bfloat16:compile"],
+        help="dtype:mode pairs",
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per case (at most)")
-    ap.add_argument("--budget", type=float, default=60.0, help="seconds of timed steps per case (at least 2 steps)")
+    ap.add_argument(
+        "--budget", type=float, default=60.0, help="seconds of timed steps per case (at least 2 steps)"
+    )
     ap.add_argument("--no-ours", action="store_true", help="time the reference only")
     args = ap.parse_args()
     classes = import_reference(args.reference_dir)
@@ -129,8 +155,11 @@ def main() -> None:
         ref, ours = (time_interleaved(fns, args.steps, args.budget) + [None])[:2]
         ours_s = f"{ours['s_per_step']:>12.3f}" if ours else f"{'-':>12}"
         ratio = f"{ref['s_per_step'] / ours['s_per_step']:>8.2f}x" if ours else f"{'-':>9}"
-        print(f"{case:<26} {ref['s_per_step']:>16.3f} {ours_s} {ratio}  (reference: best {ref['best']:.3f}, "
-              f"{ref['n']} steps, warm-up {ref['warmup_s']:.0f} s)", flush=True)
+        print(
+            f"{case:<26} {ref['s_per_step']:>16.3f} {ours_s} {ratio}  (reference: best {ref['best']:.3f}, "
+            f"{ref['n']} steps, warm-up {ref['warmup_s']:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

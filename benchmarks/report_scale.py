@@ -34,8 +34,9 @@ def main() -> int:
     import logging
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    from analysis import loading, report, synthetic
+    from analysis import loading, report
     from analysis.notebook import ensure_kernel
+    from tests.support import synthetic
 
     tmp = tempfile.mkdtemp(prefix="report-scale-")
     try:
@@ -74,7 +75,8 @@ def main() -> int:
         res = report.build_report(parent_run=parent, tracking_uri=uri, out=os.path.join(tmp, "report"))
         t_report = time.perf_counter() - t0
         size = os.path.getsize(res.html) / 1e6
-        print(f"report (load + analyse + execute notebook + HTML + upload): {t_report:.1f} s; HTML {size:.1f} MB")
+        print(f"report (load + analyse + execute notebook + HTML + upload): {t_report:.1f} s; "
+              f"HTML {size:.1f} MB")
         total = t_runs + t_hist + t_report
         verdict = "OK" if total <= TARGET_S else "OVER TARGET"
         print(f"load + report: {total:.1f} s (target <= {TARGET_S:.0f} s): {verdict}")

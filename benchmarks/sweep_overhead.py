@@ -16,8 +16,17 @@ import tempfile
 import time
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRIAL = ["arch=hrm_tiny", "data=sudoku4", "global_batch_size=64", "epochs=100000", "eval_interval=null",
-         "lr=1e-3", "lr_warmup_steps=20", "threads=1", "progress=false"]
+TRIAL = [
+    "arch=hrm_tiny",
+    "data=sudoku4",
+    "global_batch_size=64",
+    "epochs=100000",
+    "eval_interval=null",
+    "lr=1e-3",
+    "lr_warmup_steps=20",
+    "threads=1",
+    "progress=false",
+]
 
 
 def main() -> None:
@@ -32,21 +41,50 @@ def main() -> None:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         env.pop("RAY_ADDRESS", None)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "hrm_core.pretrain", *overrides, f"checkpoint_path={tmp}/standalone",
-                        "checkpoint_every_eval=true"], cwd=PROJECT, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hrm_core.pretrain",
+                *overrides,
+                f"checkpoint_path={tmp}/standalone",
+                "checkpoint_every_eval=true",
+            ],
+            cwd=PROJECT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         standalone = time.perf_counter() - t0
         sweep = os.path.join(tmp, "overhead.yaml")
         with open(sweep, "w") as f:
             f.write("name: overhead\nkind: ablation\ncontrol: a\n")
             f.write(f"base: [{', '.join(overrides)}]\n")
-            f.write("arms:\n" + "".join(f"  a{i}: [lr=0.001]\n" if i else "  a: [lr=0.001]\n" for i in range(args.trials)))
-            f.write(f"seeds: [0]\nmax_concurrent: {args.slots}\nresources: {{cpu: 1}}\nstorage_path: {tmp}/ray\n")
+            f.write(
+                "arms:\n"
+                + "".join(f"  a{i}: [lr=0.001]\n" if i else "  a: [lr=0.001]\n" for i in range(args.trials))
+            )
+            f.write(
+                f"seeds: [0]\nmax_concurrent: {args.slots}\nresources: {{cpu: 1}}\nstorage_path: {tmp}/ray\n"
+            )
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sweeps", "run", sweep, "--no-report"], cwd=PROJECT, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "sweeps", "run", sweep, "--no-report"],
+            cwd=PROJECT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         wall = time.perf_counter() - t0
     ideal = standalone * args.trials / args.slots
-    print(f"standalone trial (process start included): {standalone:.1f} s; {args.trials} trials on {args.slots} slots")
-    print(f"sweep wall time (start-up included): {wall:.1f} s; ideal {ideal:.1f} s; overhead {wall / ideal:.3f}x (target <= 1.05x)")
+    print(
+        f"standalone trial (process start included): {standalone:.1f} s; {args.trials} trials on "
+        f"{args.slots} slots"
+    )
+    print(
+        f"sweep wall time (start-up included): {wall:.1f} s; ideal {ideal:.1f} s; overhead "
+        f"{wall / ideal:.3f}x (target <= 1.05x)"
+    )
 
 
 if __name__ == "__main__":

@@ -38,10 +38,17 @@ ARCHS = {
 }
 
 
-def bench(arch_name: str, dtype: str, mode: str, steps: int, budget_s: float, device: torch.device, gemm: str) -> dict:
+def bench(
+    arch_name: str, dtype: str, mode: str, steps: int, budget_s: float, device: torch.device, gemm: str
+) -> dict:
     step, flops, batch_size = make_step(arch_name, dtype, mode, device, gemm)
     (r,) = time_interleaved([step], steps, budget_s)
-    return {**r, "samples_per_s": batch_size / r["s_per_step"], "gflop_per_s": flops / r["s_per_step"] / 1e9, "batch": batch_size}
+    return {
+        **r,
+        "samples_per_s": batch_size / r["s_per_step"],
+        "gflop_per_s": flops / r["s_per_step"] / 1e9,
+        "batch": batch_size,
+    }
 
 
 def sudoku_batch(batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -54,7 +61,9 @@ def sudoku_batch(batch_size: int, device: torch.device) -> dict[str, torch.Tenso
     }
 
 
-def make_step(arch_name: str, dtype: str, mode: str, device: torch.device, gemm: str, batch_size: int | None = None):
+def make_step(
+    arch_name: str, dtype: str, mode: str, device: torch.device, gemm: str, batch_size: int | None = None
+):
     """Our train step on a random Sudoku-shaped batch: (step function, its matmul FLOPs, batch size)."""
     overrides, default_batch = ARCHS[arch_name]
     batch_size = batch_size or default_batch
@@ -66,7 +75,9 @@ def make_step(arch_name: str, dtype: str, mode: str, device: torch.device, gemm:
     if mode == "compile":
         model.model.compile_inner()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt, _ = make_adam_atan2(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, device=device, compile=mode == "compile")
+    opt, _ = make_adam_atan2(
+        params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, device=device, compile=mode == "compile"
+    )
     emb_opt = SparseSignSGD(model.model.inner.puzzle_emb, lr=1e-2, weight_decay=0.1)
     batch = sudoku_batch(batch_size, device)
     carry = model.initial_carry(batch)
@@ -106,14 +117,19 @@ def time_interleaved(step_fns: list, steps: int, budget_s: float) -> list[dict]:
             t = time.perf_counter()
             step_fns[i]()
             times[i].append(time.perf_counter() - t)
-    return [{"s_per_step": sorted(ts)[len(ts) // 2], "best": min(ts), "n": len(ts), "warmup_s": w} for ts, w in zip(times, warm, strict=True)]
+    return [
+        {"s_per_step": sorted(ts)[len(ts) // 2], "best": min(ts), "n": len(ts), "warmup_s": w}
+        for ts, w in zip(times, warm, strict=True)
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="*", help="arch:dtype:mode, e.g. hrm_v1:float32:eager")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per case (at most)")
-    ap.add_argument("--budget", type=float, default=60.0, help="seconds of timed steps per case (at least 2 steps)")
+    ap.add_argument(
+        "--budget", type=float, default=60.0, help="seconds of timed steps per case (at least 2 steps)"
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--low-precision-gemm", default="auto", choices=["auto", "native", "fp32"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -121,16 +137,29 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cases = args.cases or [f"{a}:{d}:{m}" for a in ARCHS for d in ("float32", "bfloat16") for m in ("eager", "compile")]
+    cases = args.cases or [
+        f"{a}:{d}:{m}" for a in ARCHS for d in ("float32", "bfloat16") for m in ("eager", "compile")
+    ]
     gemm = resolve_low_precision_gemm(args.low_precision_gemm, device)
-    print(describe(device, "float32").replace(" forward_dtype=float32", ""), f"native_bf16={cpu_has_native_bf16()}",
-          f"low_precision_gemm={gemm}", f"torch={torch.__version__}")
-    print(f"{'case':<28} {'batch':>5} {'s/step':>8} {'best':>8} {'samples/s':>10} {'GFLOP/s':>8} {'steps':>5} {'warm-up s':>9}")
+    print(
+        describe(device, "float32").replace(" forward_dtype=float32", ""),
+        f"native_bf16={cpu_has_native_bf16()}",
+        f"low_precision_gemm={gemm}",
+        f"torch={torch.__version__}",
+    )
+    print(
+        f"{'case':<28} {'batch':>5} {'s/step':>8} {'best':>8} {'samples/s':>10} {'GFLOP/s':>8} "
+        f"{'steps':>5} {'warm-up s':>9}"
+    )
     for case in cases:
         arch, dtype, mode = case.split(":")
         gemm = resolve_low_precision_gemm(args.low_precision_gemm, device)
         r = bench(arch, dtype, mode, args.steps, args.budget, device, gemm)
-        print(f"{case:<28} {r['batch']:>5} {r['s_per_step']:>8.3f} {r['best']:>8.3f} {r['samples_per_s']:>10.1f} {r['gflop_per_s']:>8.1f} {r['n']:>5} {r['warmup_s']:>9.1f}", flush=True)
+        print(
+            f"{case:<28} {r['batch']:>5} {r['s_per_step']:>8.3f} {r['best']:>8.3f} "
+            f"{r['samples_per_s']:>10.1f} {r['gflop_per_s']:>8.1f} {r['n']:>5} {r['warmup_s']:>9.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+__all__ = [
+    "UserError", "ConfigError", "closest", "unknown_key_message",
+]
+
 
 class UserError(Exception):
     """Bad input from the user. The CLI prints ``str(err)`` on one line and exits 2."""

@@ -107,8 +107,15 @@ TAG_CONFIG_HASH = "hrm.config_hash"
 TAG_DATASET_FINGERPRINT = "hrm.dataset_fingerprint"
 TAG_OUTCOME = "hrm.outcome"
 TAG_CHECKPOINT = "hrm.checkpoint"  # a trial's latest checkpoint Tune has registered (it resumes from it)
+TAG_HARDWARE = "hrm.hardware"  # the device, its kernels and the dtype path a run trained on (one line)
+TAG_ERROR = "hrm.error"  # a failed run's error, cut to 5000 characters
+TAG_ERROR_FILE = "hrm.error_file"  # the error file Tune wrote for a failed trial
+TAG_GPU_IDS = "hrm.gpu_ids"  # the GPU ids Ray assigned to the trial (its workers, with DDP)
+TAG_WORKERS = "hrm.workers"  # DDP world size of the trial
 TAG_ALERT_PREFIX = "hrm.alert."  # hrm.alert.<rule> = "step <n>: <message>" (first firing)
-ALERT_RULES = ("grad_explosion", "nonfinite", "act_always_max", "puzzle_emb_frozen", "gates_saturated", "eval_collapse")
+ALERT_RULES = (
+    "grad_explosion", "nonfinite", "act_always_max", "puzzle_emb_frozen", "gates_saturated", "eval_collapse",
+)
 TAG_ALERTS = "hrm.alerts"  # comma-separated rules that fired ("" when healthy)
 TAG_REPRODUCES = "hrm.reproduces"  # on a reproduce run: the run id it reran
 TAG_REPRODUCE_MATCH = "hrm.reproduce_match"  # "bitwise" | "differs" (set at its end)
@@ -128,6 +135,10 @@ TAG_OBJECTIVE_MODE = "hrm.objective_mode"  # "max" | "min"
 TAG_OPTUNA_STORAGE = "hrm.optuna_storage"  # sqlite:///... of the persisted study (search)
 TAG_OPTUNA_STUDY = "hrm.optuna_study"  # study name (= the invocation)
 TAG_SWEEP_STATUS = "hrm.sweep_status"  # "running" | "finished" | "interrupted"
+TAG_SWEEP_FILE = "hrm.sweep_file"  # path of the sweep file the invocation ran
+TAG_SCALE = "hrm.scale"  # the scale preset it ran at (resume and extend reuse it)
+TAG_TUNE_PATH = "hrm.tune_path"  # the Tune experiment folder that resume restores
+TAG_EXTENSIONS = "hrm.extensions"  # how many times the invocation was extended
 # Child-run tag MLflow itself uses to nest runs in its UI.
 TAG_MLFLOW_PARENT = "mlflow.parentRunId"
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 
+__all__ = [
+    "project_root",
+]
+
 
 def project_root() -> str:
     """The folder that holds ``hrm_core/`` and ``configs/`` (a checkout or an editable install)."""

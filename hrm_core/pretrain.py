@@ -4,26 +4,46 @@ Examples::
 
     python -m hrm_core.pretrain arch=hrm_tiny data=sudoku4 epochs=200 eval_interval=20
     torchrun --nproc_per_node=2 -m hrm_core.pretrain arch=hrm_tiny data=sudoku4 global_batch_size=64
+
+``train()`` is the one way a composed config is trained outside a sweep trial: the CLI
+below and ``python -m sweeps reproduce`` both run through it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from hrm_core import names
 from hrm_core.errors import UserError
 
+if TYPE_CHECKING:
+    from hrm_core.train.trainer import Trainer
 
-def resolve_runtime(cfg, device):
-    """Fill in what ``auto`` and null mean on this machine, so the saved config is concrete."""
-    from hrm_core.train.hardware import resolve_forward_dtype, resolve_low_precision_gemm
+__all__ = ["MlflowRun", "Trained", "train", "main"]
 
-    updates = {"device": device.type, "low_precision_gemm": resolve_low_precision_gemm(cfg.low_precision_gemm, device)}
-    arch = cfg.arch.model_copy(update={"forward_dtype": resolve_forward_dtype(cfg.arch.forward_dtype, device)})
-    updates["arch"] = arch
-    return cfg.model_copy(update=updates)
+
+@dataclass
+class MlflowRun:
+    """Where a run's MLflow record goes: experiment, run name, tags, store."""
+
+    experiment: str
+    run_name: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    uri: str | None = None  # None: MLFLOW_TRACKING_URI or the embedded store
+    upload_best_checkpoint: bool = True
+
+
+@dataclass
+class Trained:
+    """What ``train`` leaves: the trainer (its step, last eval), the outcome, the MLflow run."""
+
+    trainer: Trainer
+    outcome: str
+    mlflow_run_id: str | None
 
 
 def default_names(cfg, data_path: str):
@@ -38,29 +58,49 @@ def default_names(cfg, data_path: str):
     return project, run, os.path.abspath(run_dir)
 
 
-def build_callbacks(cfg, run_dir: str, is_main: bool, data_path: str):
+def standalone_mlflow_run(cfg, data_path: str) -> MlflowRun | None:
+    """The CLI's MLflow run (``tracking.mlflow=true``), or None."""
+    if not cfg.tracking.mlflow:
+        return None
+    from hrm_core.data.format import dataset_fingerprint
+    from hrm_core.observe.provenance import provenance_tags
+
+    tags = {
+        names.TAG_RUN_KIND: names.RUN_KIND_STANDALONE,
+        names.TAG_SEED: str(cfg.seed),
+        **provenance_tags(dataset_fingerprint(data_path)),
+    }
+    project = names.safe_name(cfg.project_name or "standalone")
+    experiment = cfg.tracking.experiment or names.experiment_name(project)
+    return MlflowRun(experiment, cfg.run_name, tags)
+
+
+def train(cfg, data_path: str, run_dir: str, device, *, mlflow: MlflowRun | None = None, dist_ctx=None,
+          stop_at: int | None = None, log=print) -> Trained:
+    """Train a composed, resolved config in ``run_dir``: its ``config.yaml``, the callbacks
+    (metrics.jsonl, a progress bar with ``progress``, MLflow with ``mlflow``) and the ``Trainer``,
+    to the end of its schedule or to ``stop_at``. Ranks other than the main one only train."""
+    from hrm_core.config.compose import to_yaml
     from hrm_core.observe.callbacks import JsonlSink, ProgressBar
+    from hrm_core.train.trainer import Trainer
 
-    if not is_main:
-        return []
-    callbacks = [JsonlSink(run_dir)]
-    if cfg.progress:
-        callbacks.append(ProgressBar())
-    if cfg.tracking.mlflow:
-        from hrm_core.data.format import dataset_fingerprint
-        from hrm_core.observe.provenance import git_commit, git_dirty
-        from hrm_core.tracking.sink import MlflowSink
+    callbacks, sink = [], None
+    if dist_ctx is None or dist_ctx.is_main:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+            f.write(to_yaml(cfg))
+        callbacks.append(JsonlSink(run_dir))
+        if cfg.progress:
+            callbacks.append(ProgressBar())
+        if mlflow is not None:
+            from hrm_core.tracking.sink import MlflowSink
 
-        tags = {
-            names.TAG_RUN_KIND: "standalone",
-            names.TAG_SEED: str(cfg.seed),
-            names.TAG_GIT_COMMIT: git_commit(),
-            names.TAG_GIT_DIRTY: str(git_dirty()).lower(),
-            names.TAG_DATASET_FINGERPRINT: dataset_fingerprint(data_path),
-        }
-        experiment = cfg.tracking.experiment or names.experiment_name(names.safe_name(cfg.project_name or "standalone"))
-        callbacks.append(MlflowSink(experiment, cfg.run_name, tags=tags))
-    return callbacks
+            sink = MlflowSink(mlflow.experiment, mlflow.run_name, tags=mlflow.tags, uri=mlflow.uri,
+                              upload_best_checkpoint=mlflow.upload_best_checkpoint)
+            callbacks.append(sink)
+    trainer = Trainer(cfg, data_path, run_dir, device, callbacks, dist_ctx=dist_ctx, log=log)
+    outcome = trainer.fit(stop_at=stop_at)
+    return Trained(trainer, outcome, sink.run_id if sink is not None else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,12 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from hrm_core.config.compose import compose_config, to_yaml
+        from hrm_core.config.compose import compose_config
         from hrm_core.data.format import DatasetError
         from hrm_core.data.resolve import resolve_data_path
         from hrm_core.train.distributed import destroy, init_distributed
         from hrm_core.train.hardware import resolve_device
-        from hrm_core.train.trainer import Trainer
+        from hrm_core.train.runtime import resolve_runtime
 
         cfg = compose_config(argv)
         device = resolve_device(cfg.device)
@@ -90,16 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         log = print if ctx.is_main else (lambda *_: None)
         data_path = resolve_data_path(cfg, log=log)
         project, run, run_dir = default_names(cfg, data_path)
-        cfg = cfg.model_copy(update={"data_path": data_path, "project_name": project, "run_name": run, "checkpoint_path": run_dir})
+        cfg = cfg.model_copy(update={"data_path": data_path, "project_name": project, "run_name": run,
+                                     "checkpoint_path": run_dir})
+        mlflow = standalone_mlflow_run(cfg, data_path) if ctx.is_main else None
+        done = train(cfg, data_path, run_dir, device, mlflow=mlflow, dist_ctx=ctx, log=log)
         if ctx.is_main:
-            os.makedirs(run_dir, exist_ok=True)
-            with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-                f.write(to_yaml(cfg))
-        trainer = Trainer(cfg, data_path, run_dir, device, build_callbacks(cfg, run_dir, ctx.is_main, data_path), ctx, log=log)
-        outcome = trainer.fit()
-        if ctx.is_main:
-            final = {k: round(v, 4) for k, v in (trainer.last_eval or {}).items() if k.count("/") == 1}
-            print(f"{outcome}: step {trainer.step}, {final}, run dir {run_dir}")
+            final = {k: round(v, 4) for k, v in (done.trainer.last_eval or {}).items() if k.count("/") == 1}
+            print(f"{done.outcome}: step {done.trainer.step}, {final}, run dir {run_dir}")
         destroy(ctx)
         return 0
     except (UserError, DatasetError) as err:

@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
             meta = load_metadata(cfg.data_path, "train")
             vocab, seq_len, n_ids = meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers
-        arch = cfg.arch.model_copy(update={"forward_dtype": "float32"}) if cfg.arch.forward_dtype == "auto" else cfg.arch
+        arch = (
+            cfg.arch.model_copy(update={"forward_dtype": "float32"})
+            if cfg.arch.forward_dtype == "auto"
+            else cfg.arch
+        )
         with torch.device("meta"):
             model = build_model(arch, ModelDims(vocab, seq_len, n_ids), cfg.loss.loss_type)
     except UserError as err:
@@ -72,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     f = count_flops(arch, vocab, seq_len, batch)
     print(f"FLOPs per block forward     {_human(f.block)}")
     print(f"FLOPs per segment forward   {_human(f.segment_forward)}")
-    print(f"FLOPs per training step     {_human(f.train_step)} (forward {_human(f.segment_forward)} + Q target {_human(f.q_target_forward)} + backward {_human(f.backward)})")
+    print(
+        f"FLOPs per training step     {_human(f.train_step)} (forward {_human(f.segment_forward)} + Q "
+        f"target {_human(f.q_target_forward)} + backward {_human(f.backward)})"
+    )
     return 0
 
 

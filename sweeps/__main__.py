@@ -14,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("sweep")
     run.add_argument("overrides", nargs="*", help="sweep-file overrides, e.g. num_samples=4 seeds=[0,1]")
     run.add_argument("--scale", choices=["smoke", "cpu", "gpu"])
-    run.add_argument("--extend", action="store_true", help="add seeds/arms to the latest finished invocation of an ablation "
+    run.add_argument("--extend", action="store_true",
+                     help="add seeds/arms to the latest finished invocation of an ablation "
                      "(runs only the new (arm, seed) pairs, under the same parent run)")
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
     res = sub.add_parser("resume", help="finish an interrupted sweep")
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     val = sub.add_parser("validate", help="only validate a sweep file")
     val.add_argument("sweep")
     val.add_argument("--scale", choices=["smoke", "cpu", "gpu"])
-    from sweeps.reproduce import add_parser as add_reproduce_parser
+    from sweeps.reproduce.command import add_parser as add_reproduce_parser
 
     add_reproduce_parser(sub)
     args, extra = ap.parse_known_args(argv)
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
             spec, path = load_spec(args.sweep, args.scale)
             validate(spec, path)
-            print(f"ok: {path} ({spec.kind}, {len(trial_overrides(spec))} configurations, scale {spec.scale})")
+            n = len(trial_overrides(spec))
+            print(f"ok: {path} ({spec.kind}, {n} configurations, scale {spec.scale})")
             return 0
         if args.cmd == "list":
             from sweeps.runner import list_sweeps
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_report(parent)
             return 0
         if args.cmd == "reproduce":
-            from sweeps.reproduce import main as reproduce_main
+            from sweeps.reproduce.command import main as reproduce_main
 
             return reproduce_main(args)
         if args.cmd == "resume":

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             if unknown:
                 raise UserError(f"unknown arm(s) {unknown}; the sweep has {sorted(spec.arms)}")
             keep = set(args.arms) | {spec.control}
-            overrides.append("arms={" + ", ".join(f"'{a}': {spec.arms[a]}" for a in spec.arms if a in keep) + "}")
+            kept = ", ".join(f"'{a}': {spec.arms[a]}" for a in spec.arms if a in keep)
+            overrides.append("arms={" + kept + "}")
         if args.validate_only:
             from sweeps.validate import validate
 

@@ -13,47 +13,44 @@ budgets) may differ. Anything else is refused in one line, naming the key.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import time
 
 from hrm_core import names
 from hrm_core.errors import UserError
+from sweeps.prepare import Prepared, prepare
+from sweeps.runner import child_runs, fit_and_summarise
 from sweeps.spec import SweepSpec, file_hash, load_spec
+from sweeps.storage import locate
+from sweeps.tuner import Invocation, build_tuner, experiment_name
 
-TAG_EXTENSIONS = "hrm.extensions"  # how many times the invocation was extended
 # Outcomes that are results of the experiment: such a pair is never run again. A pair
 # whose earlier trials all failed (error/killed) is run by the extension.
 DONE_OUTCOMES = (names.OUTCOME_COMPLETED, names.OUTCOME_DIVERGED)
 # Spec keys that say how to run, not what is measured: they may change in an extension.
+# (test_hooks: invocations before fault injection left the sweep file recorded it.)
 FREE_KEYS = {"seeds", "arms", "description", "max_concurrent", "resources", "time_budget_s", "max_failures",
              "storage_path", "test_hooks", "scales", "num_samples", "sampler"}
 
 
 def find_finished_invocation(name: str):
     """(client, parent run) of the latest finished invocation of sweep ``name``."""
-    from hrm_core.tracking.sink import get_client
+    from hrm_core.tracking.client import get_client
 
     client = get_client()
-    exp = client.get_experiment_by_name(names.experiment_name(name))
+    experiment = names.experiment_name(name)
+    exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise UserError(f"no sweep '{name}' in the MLflow store (experiment {names.experiment_name(name)}): run it before extending it")
-    runs = client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`{names.TAG_RUN_KIND}` = '{names.RUN_KIND_SWEEP}' and tags.`{names.TAG_SWEEP_STATUS}` = 'finished'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+        raise UserError(f"no sweep '{name}' in the MLflow store (experiment {experiment}): "
+                        "run it before extending it")
+    finished = (f"tags.`{names.TAG_RUN_KIND}` = '{names.RUN_KIND_SWEEP}' "
+                f"and tags.`{names.TAG_SWEEP_STATUS}` = 'finished'")
+    runs = client.search_runs([exp.experiment_id], filter_string=finished,
+                              order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        raise UserError(f"sweep '{name}' has no finished invocation to extend (resume an unfinished one with: python -m sweeps resume {name})")
+        raise UserError(f"sweep '{name}' has no finished invocation to extend "
+                        f"(resume an unfinished one with: python -m sweeps resume {name})")
     return client, runs[0]
-
-
-def child_runs(client, parent) -> list:
-    return client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`{names.TAG_INVOCATION}` = '{parent.info.run_id}'", max_results=10000
-    )
 
 
 def done_pairs(children) -> set[tuple[str, str]]:
@@ -71,80 +68,91 @@ def check_comparable(old: dict, spec: SweepSpec, where: str) -> None:
     for key in sorted(set(old) | set(new)):
         if key in FREE_KEYS or old.get(key) == new.get(key):
             continue
-        raise UserError(f"{where}: '{key}' changed since the invocation ran ({old.get(key)!r} -> {new.get(key)!r}); "
+        raise UserError(f"{where}: '{key}' changed since the invocation ran "
+                        f"({old.get(key)!r} -> {new.get(key)!r}); "
                         "an extension may only add seeds or arms: run a new sweep instead")
     for arm, overrides in (old.get("arms") or {}).items():
         if arm in spec.arms and list(spec.arms[arm]) != list(overrides):
-            raise UserError(f"{where}: arms.{arm} changed since the invocation ran ({overrides} -> {spec.arms[arm]}); "
+            raise UserError(f"{where}: arms.{arm} changed since the invocation ran "
+                            f"({overrides} -> {spec.arms[arm]}); "
                             "give the changed arm a new name, or run a new sweep")
 
 
 def _resolved_spec(client, parent_id: str) -> dict | None:
-    import mlflow
+    from hrm_core.tracking.client import read_text_artifact
 
     try:
-        return json.loads(mlflow.artifacts.load_text(f"runs:/{parent_id}/sweep_resolved.json"))
+        return json.loads(read_text_artifact(client, parent_id, "sweep_resolved.json"))
     except Exception:  # noqa: BLE001 - an older invocation without the artifact
         return None
 
 
-def extend_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] | None = None, log=print) -> str:
+def extend_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] | None = None,
+                 log=print) -> str:
     """Run the sweep's (arm, seed) pairs that its latest finished invocation lacks, under
     that invocation's parent run. Returns the parent run id."""
-    from ray import tune
-
-    from hrm_core.observe.provenance import git_commit, git_dirty
-    from hrm_core.tracking.sink import tracking_uri
-    from sweeps import runner
-
     spec0, path = load_spec(name_or_path, scale, overrides)
     client, parent = find_finished_invocation(spec0.name)
     parent_id, tags = parent.info.run_id, parent.data.tags
     if spec0.kind != "ablation" or tags.get(names.TAG_SWEEP_KIND, "ablation") != "ablation":
-        raise UserError(f"--extend adds seeds or arms to an ablation; '{spec0.name}' is a search: run a new search instead")
+        raise UserError(f"--extend adds seeds or arms to an ablation; '{spec0.name}' is a search: "
+                        "run a new search instead")
     # The scale the invocation ran at, unless told otherwise (a different one is refused below).
-    prep = runner.prepare(path, scale or tags.get(runner.TAG_SCALE), overrides, log=log)
-    spec = prep.spec
+    prep = prepare(path, scale or tags.get(names.TAG_SCALE), overrides, log=log)
     old = _resolved_spec(client, parent_id)
     if old is not None:
-        check_comparable(old, spec, path)
+        check_comparable(old, prep.spec, path)
     else:
         log(f"invocation {parent_id} has no sweep_resolved.json: comparability of the configs is not checked")
-    children = child_runs(client, parent)
+    children = child_runs(client, parent.info.experiment_id, parent_id)
+    check_same_data(children, prep, parent_id)
+    new_pairs = pairs_to_run(prep.spec, children, log)
+    if not new_pairs:
+        log(f"sweep {prep.spec.name}: invocation {parent_id} already has every (arm, seed) of {path}; "
+            "nothing to run")
+        return parent_id
+    return _run_extension(client, parent, prep, old, new_pairs, log)
+
+
+def check_same_data(children, prep: Prepared, parent_id: str) -> None:
+    """Refuse an extension whose trials would train on other data than the finished ones."""
     prints = {c.data.tags.get(names.TAG_DATASET_FINGERPRINT) for c in children} - {None, ""}
     now = set(prep.fingerprints.values())
     if prints and not prints <= now:
-        raise UserError(f"{path}: the dataset changed since invocation {parent_id} ran (fingerprint {', '.join(sorted(now))}, "
-                        f"was {', '.join(sorted(prints))}); run a new sweep instead")
+        raise UserError(f"{prep.path}: the dataset changed since invocation {parent_id} ran "
+                        f"(fingerprint {', '.join(sorted(now))}, was {', '.join(sorted(prints))}); "
+                        "run a new sweep instead")
+
+
+def pairs_to_run(spec: SweepSpec, children, log=print) -> list[tuple[str, int]]:
+    """The sweep's (arm, seed) pairs without a result yet, seed by seed."""
     done = done_pairs(children)
     new_pairs = [(arm, seed) for seed in spec.seeds for arm in spec.arms if (arm, str(seed)) not in done]
-    if not new_pairs:
-        log(f"sweep {spec.name}: invocation {parent_id} already has every (arm, seed) of {path}; nothing to run")
-        return parent_id
-    retried = [p for p in new_pairs if any((c.data.tags.get(names.TAG_ARM), c.data.tags.get(names.TAG_SEED)) == (p[0], str(p[1]))
-                                           for c in children)]
+    tried = {(c.data.tags.get(names.TAG_ARM), c.data.tags.get(names.TAG_SEED)) for c in children}
+    retried = [p for p in new_pairs if (p[0], str(p[1])) in tried]
     if retried:
         log(f"these pairs' earlier trials failed and run again: {retried}")
+    return new_pairs
 
-    storage = os.path.abspath(spec.storage_path) if spec.storage_path and "://" not in spec.storage_path else (spec.storage_path or runner.DEFAULT_STORAGE)
-    n = int(tags.get(TAG_EXTENSIONS, "0")) + 1
-    uri = tracking_uri()
-    common = {names.TAG_GIT_COMMIT: git_commit(), names.TAG_GIT_DIRTY: str(git_dirty()).lower()}
-    runner._init_ray(spec)
-    ctx, trainable, run_config, key = runner._tuner_parts(prep, parent_id, storage, uri, parent.info.experiment_id, common)
+
+def _run_extension(client, parent, prep: Prepared, old: dict | None, new_pairs: list, log) -> str:
+    """Reopen the parent run, record the extension, and fit a Tune experiment of the new pairs."""
+    from hrm_core.observe.provenance import provenance_tags
+    from hrm_core.tracking.uris import tracking_uri
+
+    spec, path, parent_id = prep.spec, prep.path, parent.info.run_id
+    n = int(parent.data.tags.get(names.TAG_EXTENSIONS, "0")) + 1
+    common = provenance_tags()
     # A Tune experiment of its own: the invocation's earlier one stays as it was.
-    run_config = dataclasses.replace(run_config, name=f"{run_config.name}-ext{n}")
-    tune_path = os.path.join(storage, run_config.name)
-    tune_config, space = runner._tune_config_and_space(prep, ctx, key, "", parent_id)
-    wanted = {(arm, seed) for arm, seed in new_pairs}
-    space["__trial"] = tune.grid_search([t for t in space["__trial"]["grid_search"] if (t["arm"], t["seed"]) in wanted])
-
+    experiment = locate(spec.storage_path).child(f"{experiment_name(spec.name, parent_id)}-ext{n}")
+    invocation = Invocation(tracking_uri(), parent.info.experiment_id, parent_id, common)
+    tuner = build_tuner(prep, experiment, invocation=invocation, only=set(new_pairs))
     # Reopen the parent: `resume` finds it unfinished (and this extension's Tune state)
     # if the extension is interrupted.
     client.update_run(parent_id, status="RUNNING")
     for k, v in {
-        names.TAG_SWEEP_STATUS: "running", TAG_EXTENSIONS: str(n), runner.TAG_TUNE_PATH: tune_path,
-        names.TAG_SWEEP_HASH: file_hash(path), runner.TAG_SWEEP_FILE: path,
+        names.TAG_SWEEP_STATUS: "running", names.TAG_EXTENSIONS: str(n), names.TAG_TUNE_PATH: experiment.uri,
+        names.TAG_SWEEP_HASH: file_hash(path), names.TAG_SWEEP_FILE: path,
     }.items():
         client.set_tag(parent_id, k, v)
     # What the invocation now holds: every arm it ever ran (so a later extension is still
@@ -154,9 +162,9 @@ def extend_sweep(name_or_path: str, scale: str | None = None, overrides: list[st
         resolved["arms"] = {**old.get("arms", {}), **resolved["arms"]}
         resolved["seeds"] = sorted(set(old.get("seeds", [])) | set(resolved["seeds"]))
     client.log_text(parent_id, json.dumps(resolved, indent=2, default=str), "sweep_resolved.json")
-    client.log_text(parent_id, json.dumps({"extension": n, "time": time.time(), "tune_path": tune_path, "sweep_file": path,
-                                           "added": [list(p) for p in new_pairs], "git_commit": common[names.TAG_GIT_COMMIT]},
-                                          indent=2), f"extensions/ext{n}.json")
-    log(f"extending sweep {spec.name}: parent run {parent_id}, {len(new_pairs)} new trial(s) {new_pairs}, Tune {tune_path}")
-    tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
-    return runner._finish(tuner, client, parent_id, prep, log)
+    record = {"extension": n, "time": time.time(), "tune_path": experiment.uri, "sweep_file": path,
+              "added": [list(p) for p in new_pairs], "git_commit": common[names.TAG_GIT_COMMIT]}
+    client.log_text(parent_id, json.dumps(record, indent=2), f"extensions/ext{n}.json")
+    log(f"extending sweep {spec.name}: parent run {parent_id}, {len(new_pairs)} new trial(s) {new_pairs}, "
+        f"Tune {experiment.uri}")
+    return fit_and_summarise(tuner, client, parent_id, spec, log)

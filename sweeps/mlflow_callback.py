@@ -1,33 +1,37 @@
 """The driver's MLflow writer: one child run per trial under the sweep's parent run.
 
 Runs in the driver process only, so the SQLite store has a single writer. A retried or
-resumed trial is found again by its tags and continues its own run. With a tracking server,
-writes go through ``SpoolingClient`` (sweeps/tracking_health.py): a server restart mid-sweep
-spools them to disk and replays them in order, so nothing is lost or logged twice.
+resumed trial is found again by its tags and continues its own run. Every write goes through
+a ``RunWriter`` (hrm_core/tracking/writer.py); with a tracking server, through a
+``SpoolingClient`` (hrm_core/tracking/spool.py): a server restart mid-sweep spools the writes
+to disk and replays them in order, so nothing is lost or logged twice.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import time
 
 from ray.tune import Callback
 
 from hrm_core import names
+from hrm_core.tracking.client import get_client
+from hrm_core.tracking.probe import bound_http_retries
+from hrm_core.tracking.spool import SpoolingClient, spool_file
+from hrm_core.tracking.uris import is_http
+from hrm_core.tracking.writer import RunWriter
+from sweeps.storage import DEFAULT_STORAGE
 from trainables.tune_sink import ALERTS, HISTORY, OUTCOME, RUN_INFO, STEP, TOTAL_STEPS
 
 logger = logging.getLogger(__name__)
+PERF = names.PERF_PREFIX
 
 
 def find_child_run(client, experiment_id: str, parent_id: str, trial_id: str):
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{names.TAG_INVOCATION}` = '{parent_id}' and tags.`{names.TAG_TRIAL_ID}` = '{trial_id}'",
-        max_results=5,
-    )
+    invocation = f"tags.`{names.TAG_INVOCATION}` = '{parent_id}'"
+    trial = f"tags.`{names.TAG_TRIAL_ID}` = '{trial_id}'"
+    runs = client.search_runs([experiment_id], filter_string=f"{invocation} and {trial}", max_results=5)
     return runs[0] if runs else None
 
 
@@ -60,14 +64,12 @@ class MlflowTrialLogger(Callback):
     @property
     def client(self):
         if self._client is None:
-            from hrm_core.tracking.sink import get_client
-            from sweeps.tracking_health import SpoolingClient, bound_http_retries, is_http, spool_file
-
             if is_http(self.uri):
                 bound_http_retries()  # a down server costs seconds, then the spool takes over
             # (getattr: callbacks pickled by an older version have no spool_dir)
-            folder = getattr(self, "spool_dir", None) or _default_spool_dir()
-            self._client = SpoolingClient(get_client(self.uri), spool_file(folder, self.sweep, self.parent_id))
+            folder = getattr(self, "spool_dir", None) or DEFAULT_STORAGE
+            spool = spool_file(folder, self.sweep, self.parent_id)
+            self._client = SpoolingClient(get_client(self.uri), spool)
         return self._client
 
     def run_id(self, trial) -> str:
@@ -79,26 +81,28 @@ class MlflowTrialLogger(Callback):
         self._runs[trial.trial_id] = run_id
         return run_id
 
+    def _writer(self, trial) -> RunWriter:
+        return RunWriter(self.client, self.run_id(trial))
+
     def _find_or_create(self, trial) -> str:
         existing = find_child_run(self.client, self.experiment_id, self.parent_id, trial.trial_id)
         if existing is not None:
             run_id = existing.info.run_id
             if existing.info.status != "RUNNING" and not existing.data.tags.get(names.TAG_OUTCOME):
                 self.client.update_run(run_id, status="RUNNING")
-        else:
-            trial_cfg = trial.config.get("__trial") or {}
-            tags = {
-                **self.common_tags,
-                names.TAG_RUN_KIND: names.RUN_KIND_TRIAL,
-                names.TAG_SWEEP: self.sweep,
-                names.TAG_INVOCATION: self.parent_id,
-                names.TAG_MLFLOW_PARENT: self.parent_id,
-                names.TAG_TRIAL_ID: trial.trial_id,
-                names.TAG_ARM: str(trial_cfg.get("arm") or _describe(trial.config)),
-            }
-            run = self.client.create_run(self.experiment_id, run_name=names.child_run_name(self.sweep, trial.trial_id), tags=tags)
-            run_id = run.info.run_id
-        return run_id
+            return run_id
+        trial_cfg = trial.config.get("__trial") or {}
+        tags = {
+            **self.common_tags,
+            names.TAG_RUN_KIND: names.RUN_KIND_TRIAL,
+            names.TAG_SWEEP: self.sweep,
+            names.TAG_INVOCATION: self.parent_id,
+            names.TAG_MLFLOW_PARENT: self.parent_id,
+            names.TAG_TRIAL_ID: trial.trial_id,
+            names.TAG_ARM: str(trial_cfg.get("arm") or _describe(trial.config)),
+        }
+        run_name = names.child_run_name(self.sweep, trial.trial_id)
+        return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.run_id(trial)
@@ -118,43 +122,24 @@ class MlflowTrialLogger(Callback):
         return self._logged_upto[trial.trial_id]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric, Param, RunTag
-
-        run_id = self.run_id(trial)
+        writer = self._writer(trial)
         run_info = result.get(RUN_INFO)
         if isinstance(run_info, str):  # sent as JSON text (see TuneSink._payload)
             run_info = json.loads(run_info)
         if run_info:
-            tags = [RunTag(k, str(v)) for k, v in run_info["tags"].items() if v != ""]
-            params = []
-            if trial.trial_id not in self._params_logged:
-                existing = self.client.get_run(run_id).data.params
-                params = [Param(k, v[:6000]) for k, v in sorted(run_info["params"].items()) if k not in existing]
-                params += [Param("num_params", str(run_info["num_params"]))] if "num_params" not in existing else []
-                self._params_logged.add(trial.trial_id)
-            for i in range(0, max(len(params), 1), 100):
-                self.client.log_batch(run_id, params=params[i : i + 100], tags=tags if i == 0 else [])
-            if run_info.get("context"):  # once per attempt: run_context.json (+ git_diff.patch)
-                self._log_context(run_id, run_info["context"])
+            self._log_run_info(trial, writer, run_info)
         ts = int(time.time() * 1000)
         upto = self._last_logged_step(trial)
         # resumed_from_step marks the restart itself, at the restored step: always new
-        history = [(step, values) for step, values in result.get(HISTORY) or [] if step > upto or names.RESUMED_FROM_STEP in values]
-        metrics = [
-            Metric(k, float(v) if math.isfinite(float(v)) else float("nan"), ts, int(step))
-            for step, values in history
-            for k, v in values.items()
-            if not k.startswith(names.PERF_PREFIX)
-        ]
-        for i in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        history = [(step, values) for step, values in result.get(HISTORY) or []
+                   if step > upto or names.RESUMED_FROM_STEP in values]
+        for step, values in history:  # without the perf/* timings
+            writer.add_metrics(step, {k: v for k, v in values.items() if not k.startswith(PERF)}, ts)
+        writer.flush()
         if history:
             self._logged_upto[trial.trial_id] = max(upto, *(step for step, _ in history))
-        alerts = result.get(ALERTS) or []
-        if alerts:  # hrm.alert.<rule> = "step <n>: <message>" (each rule once per run: see hrm_core/observe/alerts.py)
-            from hrm_core.observe.alerts import alert_tag_value
-
-            self.client.log_batch(run_id, tags=[RunTag(names.TAG_ALERT_PREFIX + rule, alert_tag_value(int(step), msg)) for step, rule, msg in alerts])
+        if alerts := result.get(ALERTS):  # each rule once per run: see hrm_core/observe/alerts.py
+            writer.set_alerts(alerts)
         if result.get(OUTCOME):
             self._end(trial, result[OUTCOME])
         # Logged: Tune's own records of the trial (last_result, experiment snapshots,
@@ -162,38 +147,43 @@ class MlflowTrialLogger(Callback):
         for key in (HISTORY, RUN_INFO, ALERTS):
             result.pop(key, None)
 
-    def _log_context(self, run_id: str, context) -> None:
+    def _log_run_info(self, trial, writer: RunWriter, run_info: dict) -> None:
+        """Tags each attempt; params the run does not hold yet; the attempt's run context."""
+        params = {}
+        if trial.trial_id not in self._params_logged:
+            existing = self.client.get_run(writer.run_id).data.params
+            params = {k: v for k, v in {**run_info["params"], "num_params": run_info["num_params"]}.items()
+                      if k not in existing}
+            self._params_logged.add(trial.trial_id)
+        writer.log_params(params, {k: v for k, v in run_info["tags"].items() if v != ""})
+        if run_info.get("context"):  # once per attempt: run_context.json (+ git_diff.patch)
+            self._log_context(writer, run_info["context"])
+
+    def _log_context(self, writer: RunWriter, context) -> None:
         """Artifacts are not spooled: retried briefly while a server is away, then skipped
         with a warning (the run's metrics and tags do not depend on them)."""
-        from hrm_core.tracking.sink import log_run_context
-
         try:
-            self.client.retrying(lambda: log_run_context(self.client, run_id, context), wait_s=60)
+            self.client.retrying(lambda: writer.log_context(context), wait_s=60)
         except Exception as err:  # noqa: BLE001 - never fail the sweep for a missing artifact
-            logger.warning("could not log %s for run %s: %s", names.RUN_CONTEXT_ARTIFACT, run_id, err)
+            logger.warning("could not log %s for run %s: %s", names.RUN_CONTEXT_ARTIFACT, writer.run_id, err)
 
     def _end(self, trial, outcome: str) -> None:
         if trial.trial_id in self._ended:
             return
-        run_id = self.run_id(trial)
-        run = self.client.get_run(run_id)
+        writer = self._writer(trial)
+        run = self.client.get_run(writer.run_id)
         if run.info.status != "RUNNING" and run.data.tags.get(names.TAG_OUTCOME):
             # Ended before a driver restart that Tune's last snapshot did not see: keep it.
             self._ended.add(trial.trial_id)
             return
-        self.client.set_tag(run_id, names.TAG_OUTCOME, outcome)
-        if run.data.params.get("alerts.enabled") == "True":  # the rules were checked: "" = healthy
-            from hrm_core.observe.alerts import alerts_tag
-
-            tags = run.data.tags  # read after the last result's alert tags were written
-            self.client.set_tag(run_id, names.TAG_ALERTS, alerts_tag(r for r in names.ALERT_RULES if names.TAG_ALERT_PREFIX + r in tags))
-        self.client.set_terminated(run_id, status=names.OUTCOME_STATUS[outcome])
+        # alerts.enabled: the rules were checked, so "" = healthy
+        writer.end(outcome, alerts_checked=run.data.params.get("alerts.enabled") == "True")
         self._ended.add(trial.trial_id)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         # Tune registers a checkpoint only after the trial's save task returns; a worker lost
         # before that restarts from the previous one. The tag names the one it would resume from.
-        self.client.set_tag(self.run_id(trial), names.TAG_CHECKPOINT, checkpoint.path)
+        self._writer(trial).set_tag(names.TAG_CHECKPOINT, checkpoint.path)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # A trial that ends without reporting its outcome was stopped by the scheduler:
@@ -203,9 +193,8 @@ class MlflowTrialLogger(Callback):
         self._end(trial, names.OUTCOME_COMPLETED if done else names.OUTCOME_EARLY_STOPPED)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
         if trial.error_file:
-            self.client.set_tag(run_id, "hrm.error_file", trial.error_file)
+            self._writer(trial).set_tag(names.TAG_ERROR_FILE, trial.error_file)
         self._end(trial, names.OUTCOME_ERROR)
 
     def on_experiment_end(self, trials, **info):
@@ -214,12 +203,7 @@ class MlflowTrialLogger(Callback):
             self._client.flush()
 
 
-def _default_spool_dir() -> str:
-    from sweeps.spec import PROJECT
-
-    return os.path.join(PROJECT, "ray_results")
-
-
 def _describe(config: dict) -> str:
-    parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items()) if not k.startswith("__")]
+    parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+             for k, v in sorted(config.items()) if not k.startswith("__")]
     return ",".join(parts) or "default"

@@ -23,7 +23,9 @@ class HRMOptunaSearch(OptunaSearch):
         reported.add(int(step))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if isinstance(self.metric, list) or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if isinstance(self.metric, list) or trial_id in self._completed_trials:
+            return
+        if trial_id not in self._ot_trials:
             return
         self._report(trial_id, result)
 
@@ -37,7 +39,8 @@ class HRMOptunaSearch(OptunaSearch):
             # Tune sends the result that made the scheduler stop a trial here, not to
             # on_trial_result: it is the trial's last intermediate value.
             self._report(trial_id, result)
-        stopped_early = bool(result) and not result.get(OUTCOME) and result.get(STEP, 0) < result.get(TOTAL_STEPS, 0)
+        before_budget = bool(result) and result.get(STEP, 0) < result.get(TOTAL_STEPS, 0)
+        stopped_early = before_budget and not result.get(OUTCOME)
         if error:
             self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.FAIL)
         elif stopped_early or not result:

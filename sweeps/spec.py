@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hrm_core import names
 from hrm_core.errors import UserError, unknown_key_message
+from hrm_core.paths import project_root
 from sweeps.yaml_io import SweepFileError, load_mapping
 
-PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SWEEP_DIR = os.path.join(PROJECT, "configs", "sweep")
-SCALE_DIR = os.path.join(PROJECT, "configs", "scale")
+SWEEP_DIR = os.path.join(project_root(), "configs", "sweep")
+SCALE_DIR = os.path.join(project_root(), "configs", "scale")
 CONFIG_GROUPS = ("arch", "data", "loss", "curriculum")
 
 
@@ -103,7 +103,8 @@ class Sampler(_Strict):
 class Resources(_Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
-    workers: int = Field(1, ge=1)  # > 1: Ray Train's TorchTrainer (DDP) inside the trial; cpu/gpu are then per worker
+    # > 1: Ray Train's TorchTrainer (DDP) inside the trial; cpu/gpu are then per worker
+    workers: int = Field(1, ge=1)
 
 
 class ScaleOverrides(_Strict):
@@ -116,14 +117,6 @@ class ScaleOverrides(_Strict):
     resources: Resources | None = None
     time_budget_s: float | None = Field(None, gt=0)
     scheduler: Scheduler | None = None
-
-
-class TestHooks(_Strict):
-    """Fault injection for the end-to-end tests (not for experiments)."""
-
-    inject_nan_arm: str | None = None  # poison this arm's weights ...
-    inject_nan_at: int | None = Field(None, gt=0)  # ... after this step: its loss turns NaN
-    pid_dir: str | None = None  # each trial writes <arm>-<seed>.pid here (to be SIGKILLed)
 
 
 class SweepSpec(_Strict):
@@ -146,7 +139,6 @@ class SweepSpec(_Strict):
     storage_path: str | None = None  # Tune results (shared FS or s3://); default ray_results/
     scale: Literal["smoke", "cpu", "gpu"] = "cpu"
     scales: dict[Literal["smoke", "cpu", "gpu"], ScaleOverrides] = Field(default_factory=dict)
-    test_hooks: TestHooks = Field(default_factory=TestHooks)
 
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
@@ -162,7 +154,8 @@ class SweepSpec(_Strict):
             if self.control is None or self.control not in self.arms:
                 raise ValueError(f"control: name one of the arms {sorted(self.arms)} (got {self.control!r})")
             if self.scheduler is not None and self.scheduler.type != "none":
-                raise ValueError("scheduler: an ablation runs every arm to its full budget; use scheduler: {type: none}")
+                raise ValueError("scheduler: an ablation runs every arm to its full budget; "
+                                 "use scheduler: {type: none}")
         else:
             if not self.space:
                 raise ValueError("a search needs a 'space'")
@@ -170,9 +163,11 @@ class SweepSpec(_Strict):
                 raise ValueError("a search takes a 'space', not 'arms'")
             sched = self.scheduler
             if self.objective.multi and sched is not None and sched.type == "asha" and not sched.rung_metric:
-                raise ValueError("scheduler: ASHA with several objectives needs rung_metric (one of them), or type: none")
+                raise ValueError("scheduler: ASHA with several objectives needs rung_metric (one of them), "
+                                 "or type: none")
             if sched is not None and sched.rung_metric and sched.rung_metric not in self.objective.metrics:
-                raise ValueError(f"scheduler.rung_metric must be one of the objective metrics {self.objective.metrics}")
+                raise ValueError(f"scheduler.rung_metric must be one of the objective metrics "
+                                 f"{self.objective.metrics}")
         return self
 
     @property
@@ -192,7 +187,8 @@ KNOWN_METRICS = {names.metric(s, m) for s in (names.TRAIN, names.EVAL) for m in 
 def check_metric(metric: str, where: str) -> None:
     if metric in KNOWN_METRICS or metric.startswith(KNOWN_PREFIXES) or metric.startswith("eval/arc_"):
         return
-    raise UserError(unknown_key_message(metric, sorted(KNOWN_METRICS), where=f"metric in {where}").replace("key ", "", 1))
+    message = unknown_key_message(metric, sorted(KNOWN_METRICS), where=f"metric in {where}")
+    raise UserError(message.replace("key ", "", 1))
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -262,7 +258,8 @@ def apply_scale(raw: dict, scale: str | None, path: str) -> dict:
     return raw
 
 
-def load_spec(name_or_path: str, scale: str | None = None, overrides: list[str] | None = None) -> tuple[SweepSpec, str]:
+def load_spec(name_or_path: str, scale: str | None = None,
+              overrides: list[str] | None = None) -> tuple[SweepSpec, str]:
     """Parse and validate a sweep file (schema only). -> (spec, absolute path)."""
     path = resolve_path(name_or_path)
     raw = load_mapping(path)

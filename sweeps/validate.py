@@ -24,7 +24,10 @@ def space_override(key: str, value) -> str:
 
 def representative_points(spec: SweepSpec) -> list[dict]:
     """Points that exercise every categorical value and both ends of each range."""
-    lows = {k: (p.values[0] if p.values else (int(p.low) if p.type == "int" else p.low)) for k, p in spec.space.items()}
+    def low(p):
+        return p.values[0] if p.values else (int(p.low) if p.type == "int" else p.low)
+
+    lows = {k: low(p) for k, p in spec.space.items()}
     points = [lows]
     for k, p in spec.space.items():
         if p.values:
@@ -53,7 +56,8 @@ def check_space(spec: SweepSpec, path: str) -> None:
             options = group_options(key)
             for v in param.values:
                 if str(v) not in options:
-                    raise UserError(f"{path}: space.{key}: unknown {key} config '{v}'; choose from {', '.join(options)}")
+                    raise UserError(f"{path}: space.{key}: unknown {key} config '{v}'; "
+                                    f"choose from {', '.join(options)}")
         elif key not in VALID_KEYS:
             raise UserError(f"{path}: space: " + unknown_key_message(key, VALID_KEYS, where="config"))
 

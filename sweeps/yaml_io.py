@@ -21,7 +21,8 @@ class _StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):  # noqa: D102
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.constructor.ConstructorError(None, None, "aliases (*name) are not allowed in sweep files", event.start_mark)
+            message = "aliases (*name) are not allowed in sweep files"
+            raise yaml.constructor.ConstructorError(None, None, message, event.start_mark)
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):  # noqa: D102

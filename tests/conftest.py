@@ -10,7 +10,9 @@ import torch
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The reference outputs the fidelity test checks; HRM_REFERENCE_FIXTURE names another file.
-FIXTURE = os.environ.get("HRM_REFERENCE_FIXTURE", os.path.join(PROJECT, "tests", "fixtures", "hrm_reference_tiny.pt"))
+FIXTURE = os.environ.get(
+    "HRM_REFERENCE_FIXTURE", os.path.join(PROJECT, "tests", "fixtures", "hrm_reference_tiny.pt")
+)
 
 # Two cores: keep torch from oversubscribing them when pytest runs subprocesses too.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -52,7 +54,9 @@ def child_runs(client, parent_id):
     from hrm_core import names
 
     parent = client.get_run(parent_id)
-    return client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{names.TAG_INVOCATION}` = '{parent_id}'")
+    return client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`{names.TAG_INVOCATION}` = '{parent_id}'"
+    )
 
 
 def no_duplicate_points(client, run_id, key="train/lm_loss"):
@@ -70,4 +74,6 @@ def registered_checkpoint(client, sweep: str, arm: str):
 
     exp = client.get_experiment_by_name(names.experiment_name(sweep))
     runs = client.search_runs([exp.experiment_id], f"tags.`{names.TAG_ARM}` = '{arm}'") if exp else []
-    return next((r.data.tags[names.TAG_CHECKPOINT] for r in runs if names.TAG_CHECKPOINT in r.data.tags), None)
+    return next(
+        (r.data.tags[names.TAG_CHECKPOINT] for r in runs if names.TAG_CHECKPOINT in r.data.tags), None
+    )

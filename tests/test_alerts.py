@@ -28,14 +28,16 @@ def healthy_stream(reports: int = 12, every: int = 10) -> list[tuple[int, dict[s
     for step in range(1, reports * every + 1):
         t = step / (reports * every)
         out.append((step, {
-            "train/lm_loss": 2.0 - t, "train/q_halt_loss": 0.5, "train/q_continue_loss": 0.3, "train/lr": 1e-3,
+            "train/lm_loss": 2.0 - t, "train/q_halt_loss": 0.5, "train/q_continue_loss": 0.3,
+            "train/lr": 1e-3,
             "train/exact_accuracy": 0.6 + 0.3 * t,
             "gate/L/sat_low": 0.3, "gate/L/sat_high": 0.1, "gate/H/sat_low": 0.2, "gate/H/sat_high": 0.2,
             "feudal/loss": 0.5,
         }))
         if step % every == 0:
             at_max = max(0.2, 1.0 - t)  # ACT learns to halt early
-            shares = {names.DIAG_HALT_SHARE.format(split="train", k=k): (1 - at_max) / (H - 1) for k in range(1, H)}
+            shares = {names.DIAG_HALT_SHARE.format(split="train", k=k): (1 - at_max) / (H - 1)
+                      for k in range(1, H)}
             shares[names.DIAG_HALT_SHARE.format(split="train", k=H)] = at_max
             out.append((step, {
                 names.EVAL_EXACT_ACCURACY: min(0.9, t), "eval/lm_loss": 1.0,
@@ -71,10 +73,12 @@ def test_a_healthy_stream_fires_nothing():
 AT_MAX = names.DIAG_HALT_AT_MAX.format(split="train")
 PATHOLOGIES = {
     "grad_explosion": (lambda s: patched(s, 70, **{names.DIAG_GRAD_NORM: 50.0}), 70),
-    "nonfinite": (lambda s: [(st, {**m, "train/lm_loss": float("nan")} if st == 33 else m) for st, m in s], 33),
+    "nonfinite": (lambda s: [(st, {**m, "train/lm_loss": float("nan")} if st == 33 else m)
+                             for st, m in s], 33),
     "act_always_max": (lambda s: patched(s, 1, **{AT_MAX: 1.0}), 40),  # reports 20, 30, 40 after warm-up 10
     "puzzle_emb_frozen": (lambda s: patched(s, 50, **{names.DIAG_PUZZLE_UPDATED_SHARE: 0.0}), 50),
-    "gates_saturated": (lambda s: [(st, {**m, "gate/L/sat_low": 0.95} if st >= 60 else m) for st, m in s], 60),
+    "gates_saturated": (lambda s: [(st, {**m, "gate/L/sat_low": 0.95} if st >= 60 else m)
+                                   for st, m in s], 60),
     "eval_collapse": (lambda s: patched(s, 100, **{names.EVAL_EXACT_ACCURACY: 0.3}), 100),  # peak 0.9 -> 0.3
 }
 
@@ -98,20 +102,24 @@ def test_rule_edges():
          for st, m in patched(healthy_stream(), 70, **{names.DIAG_GRAD_NORM: 50.0})]
     assert run(s) == {}
     # a peak below eval_min_peak cannot collapse; halt_max_steps = 1 never counts as "always max"
-    low = [(st, {**m, names.EVAL_EXACT_ACCURACY: 0.1 if st < 100 else 0.0} if names.EVAL_EXACT_ACCURACY in m else m)
+    low = [(st, {**m, names.EVAL_EXACT_ACCURACY: 0.1 if st < 100 else 0.0}
+            if names.EVAL_EXACT_ACCURACY in m else m)
            for st, m in healthy_stream()]
     assert run(low) == {}
-    one = [(st, {k: v for k, v in m.items() if "share_" not in k} | ({AT_MAX: 1.0} if AT_MAX in m else {})) for st, m in healthy_stream()]
+    one = [(st, {k: v for k, v in m.items() if "share_" not in k} | ({AT_MAX: 1.0} if AT_MAX in m else {}))
+           for st, m in healthy_stream()]
     assert run(one) == {}
     # gates are saturated at init (sigmoid(-2.2) < 0.1): not before the warm-up ends
     s = [(st, {**m, "gate/L/sat_low": 1.0} if st <= WARMUP else m) for st, m in healthy_stream()]
     assert run(s) == {}
     # a model that solves nothing is right to use every segment
-    s = [(st, {**m, "train/exact_accuracy": 0.1} if "train/exact_accuracy" in m else m) for st, m in patched(healthy_stream(), 1, **{AT_MAX: 1.0})]
+    s = [(st, {**m, "train/exact_accuracy": 0.1} if "train/exact_accuracy" in m else m)
+         for st, m in patched(healthy_stream(), 1, **{AT_MAX: 1.0})]
     assert run(s) == {}
     assert list(run(s, act_min_exact_accuracy=0.0)) == ["act_always_max"]
     # act streak is broken by a healthy report
-    s = [(st, {**m, AT_MAX: 0.5} if st == 40 and AT_MAX in m else m) for st, m in patched(healthy_stream(), 1, **{AT_MAX: 1.0})]
+    s = [(st, {**m, AT_MAX: 0.5} if st == 40 and AT_MAX in m else m)
+         for st, m in patched(healthy_stream(), 1, **{AT_MAX: 1.0})]
     assert run(s)["act_always_max"][0] == 70
     with pytest.raises(Exception, match="unknown rule"):
         AlertsConfig(disable=["nope"])
@@ -119,11 +127,12 @@ def test_rule_edges():
 
 
 def test_monitor_state_survives_a_checkpoint():
-    stream = patched(patched(healthy_stream(), 1, **{AT_MAX: 1.0}), 20, **{names.DIAG_PUZZLE_UPDATED_SHARE: 0.0})
+    stream = patched(patched(healthy_stream(), 1, **{AT_MAX: 1.0}), 20,
+                     **{names.DIAG_PUZZLE_UPDATED_SHARE: 0.0})
     emitted = []
     whole = AlertMonitor(AlertsConfig(), WARMUP, emit=lambda *a: emitted.append(a))
     for step, m in stream:
-        (whole.on_eval if "eval/lm_loss" in m else whole.on_train_metrics)(step, m)
+        whole.observe(step, m)
     assert [(s, r) for s, r, _ in emitted] == [(20, "puzzle_emb_frozen"), (40, "act_always_max")]
 
     split = [(s, m) for s, m in stream if s <= 30], [(s, m) for s, m in stream if s > 30]
@@ -174,8 +183,8 @@ def test_checkpoint_from_before_alerts_resumes(sudoku4_dataset, tmp_path):
 
 
 # --- real runs into a real MLflow store -------------------------------------------------------------
-CLI = ["arch=hrm_tiny", "global_batch_size=16", "epochs=1", "eval_interval=null", "progress=false", "threads=1",
-       "tracking.mlflow=true", "project_name=alerts"]
+CLI = ["arch=hrm_tiny", "global_batch_size=16", "epochs=1", "eval_interval=null", "progress=false",
+       "threads=1", "tracking.mlflow=true", "project_name=alerts"]
 
 
 def pretrain(store, *args: str) -> subprocess.CompletedProcess:
@@ -193,12 +202,13 @@ def only_run(store, name: str):
 @pytest.mark.slow
 def test_cli_alerts_reach_mlflow(sudoku4_dataset, store, tmp_path):
     # puzzle_emb_lr=0: the puzzle embedding never moves
-    proc = pretrain(store, f"data_path={sudoku4_dataset}", "max_steps=8", "eval_every_steps=4", "puzzle_emb_lr=0",
-                    "run_name=frozen", f"checkpoint_path={tmp_path / 'frozen'}")
+    proc = pretrain(store, f"data_path={sudoku4_dataset}", "max_steps=8", "eval_every_steps=4",
+                    "puzzle_emb_lr=0", "run_name=frozen", f"checkpoint_path={tmp_path / 'frozen'}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "alert puzzle_emb_frozen at step 4" in proc.stdout
     tags = only_run(store, "frozen").data.tags
-    assert tags[names.TAG_ALERT_PREFIX + "puzzle_emb_frozen"].startswith("step 4: diag/puzzle_emb/updated_share = 0")
+    frozen = tags[names.TAG_ALERT_PREFIX + "puzzle_emb_frozen"]
+    assert frozen.startswith("step 4: diag/puzzle_emb/updated_share = 0")
     assert tags[names.TAG_ALERTS] == "puzzle_emb_frozen"
     lines = [json.loads(line) for line in open(tmp_path / "frozen" / "metrics.jsonl")]
     assert [(r["step"], r["alert"]) for r in lines if "alert" in r] == [(4, "puzzle_emb_frozen")]

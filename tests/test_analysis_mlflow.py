@@ -6,14 +6,21 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
-from analysis import loading, report, stats, synthetic
+from analysis import loading, report, stats
 from analysis.loading import AnalysisError
+from analysis.report import links, tables
 from hrm_core import names
 from tests.conftest import PROJECT
+from tests.support import synthetic
 
-OUTCOMES = {("feudal", 2): names.OUTCOME_ERROR, ("gated", 4): names.OUTCOME_DIVERGED, ("control", 3): names.OUTCOME_KILLED}
+OUTCOMES = {
+    ("feudal", 2): names.OUTCOME_ERROR,
+    ("gated", 4): names.OUTCOME_DIVERGED,
+    ("control", 3): names.OUTCOME_KILLED,
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +33,17 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     uri = synthetic.new_store(str(root))
     art = str(root / "artifacts")
-    abl = synthetic.make_ablation("abl", {"gated": 0.08, "feudal": 0.0}, outcomes=OUTCOMES,
-                                  variants={"gated": ["gate"], "feudal": ["feudal"]}, rng=1)
+    abl = synthetic.make_ablation(
+        "abl",
+        {"gated": 0.08, "feudal": 0.0},
+        outcomes=OUTCOMES,
+        variants={"gated": ["gate"], "feudal": ["feudal"]},
+        rng=1,
+    )
     ids = {"abl": synthetic.write_sweep(uri, abl, artifact_root=art)}
-    ids["search"] = synthetic.write_sweep(uri, synthetic.make_search("srch", n_trials=16), artifact_root=art, optuna_dir=str(root / "optuna"))
+    ids["search"] = synthetic.write_sweep(
+        uri, synthetic.make_search("srch", n_trials=16), artifact_root=art, optuna_dir=str(root / "optuna")
+    )
     sparse = synthetic.make_ablation("sparse", {"solo": 0.1}, seeds=(0, 1), rng=2)
     sparse.trials = [t for t in sparse.trials if not (t.arm == "solo" and t.seed == 1)]
     for t in sparse.trials:  # training has started, no eval yet
@@ -37,7 +51,8 @@ def store(tmp_path_factory):
     ids["sparse"] = synthetic.write_sweep(uri, sparse, artifact_root=art)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(names.experiment_name("abl")).experiment_id
-    ids["empty"] = client.create_run(exp, run_name="abl@empty", tags={names.TAG_RUN_KIND: names.RUN_KIND_SWEEP, names.TAG_SWEEP: "abl"}).info.run_id
+    tags = {names.TAG_RUN_KIND: names.RUN_KIND_SWEEP, names.TAG_SWEEP: "abl"}
+    ids["empty"] = client.create_run(exp, run_name="abl@empty", tags=tags).info.run_id
     client.set_terminated(ids["empty"])
     return uri, ids
 
@@ -46,12 +61,19 @@ def test_load_runs_is_tidy(store):
     uri, ids = store
     runs = loading.load_runs("abl", tracking_uri=uri)  # the latest invocation *with* trials
     assert len(runs) == 15 and runs["run_id"].is_unique
-    assert set(runs["arm"]) == {"control", "gated", "feudal"} and sorted(runs["seed"].unique()) == [0, 1, 2, 3, 4]
+    assert set(runs["arm"]) == {"control", "gated", "feudal"}
+    assert sorted(runs["seed"].unique()) == [0, 1, 2, 3, 4]
     assert runs.attrs["sweep"]["parent_run_id"] == ids["abl"] and runs.attrs["sweep"]["control"] == "control"
     outcome = runs.set_index(["arm", "seed"])["outcome"]
-    assert outcome[("feudal", 2)] == "error" and outcome[("gated", 4)] == "diverged" and outcome[("control", 3)] == "killed"
+    assert outcome[("feudal", 2)] == "error" and outcome[("gated", 4)] == "diverged"
+    assert outcome[("control", 3)] == "killed"
     assert runs.set_index(["arm", "seed"]).loc[("feudal", 2), "status"] == "FAILED"
-    for col in ("params.lr", f"metrics.{names.EVAL_EXACT_ACCURACY}", f"tags.{names.TAG_CONFIG_HASH}", "duration_s"):
+    for col in (
+        "params.lr",
+        f"metrics.{names.EVAL_EXACT_ACCURACY}",
+        f"tags.{names.TAG_CONFIG_HASH}",
+        "duration_s",
+    ):
         assert col in runs.columns
     assert runs["params.arch.hidden_size"].dtype.kind == "i"
     by_parent = loading.load_runs(parent_run=ids["abl"], tracking_uri=uri)
@@ -70,14 +92,27 @@ def test_history_bulk_matches_mlflow(store):
     rid = runs.loc[runs["arm"] == "gated", "run_id"].iloc[0]
     ref = MlflowClient(tracking_uri=uri).get_metric_history(rid, names.EVAL_EXACT_ACCURACY)
     mine = h[(h["run_id"] == rid) & (h["key"] == names.EVAL_EXACT_ACCURACY)]
-    assert mine["step"].tolist() == [m.step for m in ref] and mine["value"].tolist() == pytest.approx([m.value for m in ref])
-    # The SQL fast path and MLflow's own API agree, NaNs (a diverged run) included.
-    api = loading._api_history(MlflowClient(tracking_uri=uri), list(runs["run_id"]), keys)
-    api = api.sort_values(["run_id", "key", "step"]).reset_index(drop=True)
-    fast = h[loading.HISTORY_COLUMNS].sort_values(["run_id", "key", "step"]).reset_index(drop=True)
-    assert len(api) == len(fast) and (api["step"] == fast["step"]).all()
-    assert api["value"].isna().sum() == fast["value"].isna().sum() > 0
-    assert fast["value"].fillna(-1).tolist() == pytest.approx(api["value"].fillna(-1).tolist())
+    assert mine["step"].tolist() == [m.step for m in ref]
+    assert mine["value"].tolist() == pytest.approx([m.value for m in ref])
+
+
+def test_history_fast_path_is_the_public_api(store, monkeypatch):
+    """On SQLite, load_history reads MLflow's metrics table (its one fast path); the frame is
+    exactly the one MLflow's public get_metric_history gives: every run and metric of a sweep,
+    NaNs (a diverged run) included."""
+    from hrm_core.tracking.uris import sqlite_path
+
+    uri, ids = store
+    runs = loading.load_runs(parent_run=ids["abl"], tracking_uri=uri)
+    keys = loading.logged_metrics(runs)
+    rows = loading._sqlite_history(sqlite_path(uri), list(runs["run_id"]), keys)
+    assert rows is not None and len(rows) > 0  # the fast path reads this store
+    fast = loading.load_history(runs)
+    assert fast["run_id"].nunique() == len(runs) == 15 and fast["key"].nunique() == len(keys) > 10
+    assert fast["value"].isna().any()
+    monkeypatch.setattr(loading, "_sqlite_history", lambda *_: None)  # as for a schema it does not know
+    public = loading.load_history(runs)
+    pd.testing.assert_frame_equal(fast, public, check_exact=True)
 
 
 def test_report_flags_the_true_effect_not_the_null_arm_and_counts_failures(store):
@@ -87,7 +122,9 @@ def test_report_flags_the_true_effect_not_the_null_arm_and_counts_failures(store
     prim = a.comparisons[a.comparisons["role"] == "primary"].set_index("arm")
     assert prim.loc["gated", "significant"] and prim.loc["gated", "verdict"] == "better"
     assert prim.loc["gated", "ci_low"] > 0.03 and prim.loc["gated", "test"] == "paired t"
-    assert not prim.loc["feudal", "significant"] and prim.loc["feudal", "verdict"] == "no detectable difference"
+    assert (
+        not prim.loc["feudal", "significant"] and prim.loc["feudal", "verdict"] == "no detectable difference"
+    )
     assert prim.loc["feudal", "ci_low"] < 0 < prim.loc["feudal", "ci_high"]
     assert (a.comparisons.loc[a.comparisons["role"] == "exploratory", "metric"] != a.metric).all()
     assert sorted(a.excluded["reason"]) == ["diverged", "error", "killed"]
@@ -95,10 +132,12 @@ def test_report_flags_the_true_effect_not_the_null_arm_and_counts_failures(store
     text = a.conclusion
     assert "**gated beats control**" in text and "Holm-adjusted" in text and "95% CI" in text
     assert "feudal vs control" in text and "3 of 15 runs" in text and "1 error (feudal seed 2)" in text
-    board = report.leaderboard_table(a)
+    board = tables.leaderboard_table(a)
     assert board["arm"].iloc[0] == "control (control)" and board["arm"].iloc[1] == "gated"
-    assert not report.power_table(a).empty and "hrm/abl" in report.overview_table(a).loc["experiment", "value"]
-    assert report.links_html(a).count("<a href=") == 16
+    assert (
+        not tables.power_table(a).empty and "hrm/abl" in tables.overview_table(a).loc["experiment", "value"]
+    )
+    assert links.links_html(a).count("<a href=") == 16
 
 
 def test_sparse_sweep_shows_what_it_has(store):
@@ -107,14 +146,14 @@ def test_sparse_sweep_shows_what_it_has(store):
     a = report.analyse(info, runs)
     assert not a.metric_logged and a.comparisons.empty
     assert f"No run has logged `{names.EVAL_EXACT_ACCURACY}` yet" in a.conclusion
-    assert report.comparison_table(a).columns.tolist() == ["note"]
+    assert tables.comparison_table(a).columns.tolist() == ["note"]
     # An arm with one seed: shown, no CI, no test.
     runs[f"metrics.{names.EVAL_EXACT_ACCURACY}"] = [0.5, 0.6, 0.7]
     a = report.analyse(info, runs, history=a.history)
     solo = a.summary.set_index("arm").loc["solo"]
     assert solo["n"] == 1 and solo["mean"] == 0.7 and solo["ci_method"] == ""
     assert "too few runs for a test (n = 1 vs 2)" in a.conclusion
-    assert "n < 2: no CI" in report.leaderboard_table(a)["95% CI"].tolist()
+    assert "n < 2: no CI" in tables.leaderboard_table(a)["95% CI"].tolist()
 
 
 def test_search_uses_the_study_and_the_same_rung(store):
@@ -165,35 +204,62 @@ def test_cli_bad_requests_in_process(store, capsys, args, message):
 
 def test_cli_unknown_sweep_exits_2_without_traceback(store):
     uri, _ = store
-    proc = subprocess.run([sys.executable, "-m", "analysis.report", "no-such-sweep", "--tracking-uri", uri],
-                          cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis.report", "no-such-sweep", "--tracking-uri", uri],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == [lines[0]] and lines[0].startswith("error: unknown sweep 'no-such-sweep'") and "Traceback" not in proc.stderr
+    assert lines == [lines[0]] and lines[0].startswith("error: unknown sweep 'no-such-sweep'")
+    assert "Traceback" not in proc.stderr
 
 
 def test_metric_modes_and_units():
     assert stats.metric_mode(names.EVAL_LM_LOSS) == "min" and stats.metric_mode(names.EVAL_STEPS) == "min"
     assert stats.metric_mode(names.EVAL_EXACT_ACCURACY) == "max"
-    assert stats.display_scale(names.EVAL_ACCURACY) == (100.0, " points") and stats.display_scale(names.EVAL_STEPS)[1] == ""
+    assert stats.display_scale(names.EVAL_ACCURACY) == (100.0, " points")
+    assert stats.display_scale(names.EVAL_STEPS)[1] == ""
 
 
-def test_layering_no_torch_no_ray_only_hrm_core_names():
-    """analysis/ imports no torch and no ray (not even through MLflow or optuna), and from
-    this project only hrm_core.names."""
+def test_layering_no_torch_no_ray_only_names_and_tracking():
+    """analysis/ imports no torch and no ray (not even through MLflow, optuna or
+    hrm_core.tracking), and from this project only hrm_core.names and hrm_core.tracking;
+    every hrm_core.tracking module it names is imported below, so it must be torch-free."""
     import ast
     from pathlib import Path
 
-    for path in (Path(PROJECT) / "analysis").glob("*.py"):
+    tracking = set()
+    for path in (Path(PROJECT) / "analysis").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) and node.module else [])
+            mods = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else (
+                    [f"{node.module}.{a.name}" for a in node.names]
+                    if isinstance(node, ast.ImportFrom) and node.module
+                    else []
+                )
+            )
             for mod in mods:
                 top = mod.split(".")[0]
-                assert top not in ("torch", "ray", "trainables", "sweeps"), f"{path.name} imports {mod}"
+                where = path.relative_to(PROJECT)
+                assert top not in ("torch", "ray", "trainables", "sweeps"), f"{where} imports {mod}"
                 if top == "hrm_core":
-                    assert mod == "hrm_core.names", f"{path.name} imports {mod}"
-    code = ("import sys, analysis.report, analysis.plots, analysis.notebook, analysis.synthetic; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')]; print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+                    in_tracking = mod == "hrm_core.tracking" or mod.startswith("hrm_core.tracking.")
+                    assert mod == "hrm_core.names" or in_tracking, f"{where} imports {mod}"
+                    if in_tracking:
+                        module = node.module if isinstance(node, ast.ImportFrom) else mod
+                        tracking.add(module if module.startswith("hrm_core.tracking") else mod)
+    assert tracking, "analysis reads the tracking URI through hrm_core.tracking"
+    modules = ", ".join(["analysis.report", "analysis.plots", "analysis.notebook", *sorted(tracking)])
+    code = (
+        f"import sys, {modules}; bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]

@@ -271,7 +271,8 @@ def test_voting_picks_the_majority() -> None:
     ranked4 = arc_eval.rank_candidates(layout4, preds[:4], q[:4])
     assert np.array_equal(ranked4[0][0][0], b)
     assert arc_eval.score(layout4, ranked4) == {
-        "eval/arc_pass@1": 0.0, "eval/arc_pass@2": 1.0, "eval/arc_pass@10": 1.0, "eval/arc_pass@2_per_input": 1.0,
+        "eval/arc_pass@1": 0.0, "eval/arc_pass@2": 1.0, "eval/arc_pass@10": 1.0,
+        "eval/arc_pass@2_per_input": 1.0,
     }  # fmt: skip
 
 
@@ -342,8 +343,9 @@ def test_tiny_model_trains_on_arc_and_reports_pass_at_k(tmp_path) -> None:
     build_arc_dataset(data, version="arc1", num_aug=1, seed=0, max_tasks=3)
     run = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "hrm_core.pretrain", "arch=hrm_tiny", f"data_path={data}", "global_batch_size=8",
-         "epochs=1", "eval_interval=1", "max_steps=3", "progress=false", f"checkpoint_path={run}", "threads=1"],
+        [sys.executable, "-m", "hrm_core.pretrain", "arch=hrm_tiny", f"data_path={data}",
+         "global_batch_size=8", "epochs=1", "eval_interval=1", "max_steps=3", "progress=false",
+         f"checkpoint_path={run}", "threads=1"],
         cwd=PROJECT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -13,7 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _harness():
-    spec = importlib.util.spec_from_file_location("reference_throughput", os.path.join(ROOT, "benchmarks", "reference_throughput.py"))
+    spec = importlib.util.spec_from_file_location(
+        "reference_throughput", os.path.join(ROOT, "benchmarks", "reference_throughput.py")
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -17,7 +17,8 @@ TINY = ["arch=hrm_tiny", "global_batch_size=16", "epochs=1", "eval_interval=1", 
 
 def pretrain(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "hrm_core.pretrain", *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "hrm_core.pretrain", *args], cwd=PROJECT, capture_output=True, text=True,
+        timeout=timeout,
     )
 
 
@@ -74,7 +75,8 @@ def test_unknown_arch_lists_choices():
 
 
 def test_out_of_range_value_names_key(sudoku4_dataset):
-    assert_one_line_error(pretrain(*TINY, f"data_path={sudoku4_dataset}", "arch.halt_max_steps=0"), "arch.halt_max_steps")
+    proc = pretrain(*TINY, f"data_path={sudoku4_dataset}", "arch.halt_max_steps=0")
+    assert_one_line_error(proc, "arch.halt_max_steps")
 
 
 def test_cuda_without_gpu(sudoku4_dataset):
@@ -82,7 +84,8 @@ def test_cuda_without_gpu(sudoku4_dataset):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    assert_one_line_error(pretrain(*TINY, f"data_path={sudoku4_dataset}", "device=cuda"), "device=cuda", "no CUDA GPU")
+    proc = pretrain(*TINY, f"data_path={sudoku4_dataset}", "device=cuda")
+    assert_one_line_error(proc, "device=cuda", "no CUDA GPU")
 
 
 def test_eval_interval_must_divide_epochs(sudoku4_dataset):
@@ -91,7 +94,8 @@ def test_eval_interval_must_divide_epochs(sudoku4_dataset):
 
 
 def test_summary_prints_reference_parameter_count():
-    proc = subprocess.run([sys.executable, "-m", "hrm_core.summary"], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "hrm_core.summary"], cwd=PROJECT, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "27,275,266" in proc.stdout
     assert "FLOPs per training step" in proc.stdout

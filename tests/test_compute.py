@@ -12,8 +12,9 @@ from tests.test_trainer import crashed_and_resumed, make_trainer, read_metrics, 
 
 
 def _per_step(tr, **overrides) -> int:
-    arch = tr.base_arch.model_copy(update=overrides)
-    return count_flops(arch, tr.dims.vocab_size, tr.dims.seq_len, tr.cfg.global_batch_size, training=True).train_step
+    arch = tr.cfg.arch.model_copy(update=overrides)
+    flops = count_flops(arch, tr.dims.vocab_size, tr.dims.seq_len, tr.cfg.global_batch_size, training=True)
+    return flops.train_step
 
 
 def _history(client, run_id: str, key: str) -> dict[int, float]:
@@ -29,7 +30,8 @@ def test_standalone_run_accounts_summary_flops_into_mlflow(sudoku4_dataset, tmp_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sink = MlflowSink("hrm/compute-test", "compute", uri=uri, upload_best_checkpoint=False)
     # train metrics every 3 steps, evals every 4: eval steps that are no log step carry compute/* too
-    tr = make_trainer(sudoku4_dataset, str(tmp_path / "run"), "max_steps=10", "log_every_steps=3", callbacks=[sink])
+    tr = make_trainer(sudoku4_dataset, str(tmp_path / "run"), "max_steps=10", "log_every_steps=3",
+                      callbacks=[sink])
     tr.fit()
     client = MlflowClient(uri)
     flops = _history(client, sink.run_id, names.COMPUTE_TRAIN_FLOPS)
@@ -48,7 +50,8 @@ def test_standalone_run_accounts_summary_flops_into_mlflow(sudoku4_dataset, tmp_
 
 
 def test_curriculum_sums_each_stage_own_flops(sudoku4_dataset, tmp_path):
-    stages = "curriculum.stages=[{name: a, steps: 3, halt_max_steps: 1}, {name: b, steps: 4, halt_max_steps: 3, L_cycles: 1}]"
+    stages = ("curriculum.stages=[{name: a, steps: 3, halt_max_steps: 1}, "
+              "{name: b, steps: 4, halt_max_steps: 3, L_cycles: 1}]")
     tr = make_trainer(sudoku4_dataset, str(tmp_path / "run"), stages, "eval_every_steps=null")
     tr.fit()
     a, b = _per_step(tr, halt_max_steps=1), _per_step(tr, halt_max_steps=3, L_cycles=1)
@@ -76,7 +79,8 @@ def test_resume_continues_the_totals(sudoku4_dataset, tmp_path):
     assert resumed.compute.train_flops == full.compute.train_flops == 12 * _per_step(full)
     # identical FLOPs at every step; the planned figures are logged once (not again on resume)
     assert resumed_metrics(str(tmp_path / "part")) == read_metrics(str(tmp_path / "full"))
-    wall = [r[names.COMPUTE_WALL_SECONDS] for r in _rows(tmp_path / "part") if names.COMPUTE_WALL_SECONDS in r]
+    wall = [r[names.COMPUTE_WALL_SECONDS] for r in _rows(tmp_path / "part")
+            if names.COMPUTE_WALL_SECONDS in r]
     assert wall == sorted(wall) and wall[-1] >= saved_wall
 
 
@@ -103,11 +107,16 @@ def _rows(run_dir):
 def test_sweep_totals_sum_trials_and_early_stopping_savings():
     from hrm_core.observe.compute import sweep_totals
 
-    done = {names.COMPUTE_TRAIN_FLOPS: 100.0, names.COMPUTE_DEVICE_SECONDS: 2.0, names.COMPUTE_PLANNED_FLOPS: 100.0}
-    stopped = {names.COMPUTE_TRAIN_FLOPS: 30.0, names.COMPUTE_DEVICE_SECONDS: 1.0, names.COMPUTE_PLANNED_FLOPS: 100.0}
-    by_steps = {names.COMPUTE_TRAIN_FLOPS: 20.0, names.COMPUTE_DEVICE_SECONDS: 0.5, names.COMPUTE_PLANNED_STEPS: 10.0,
+    done = {names.COMPUTE_TRAIN_FLOPS: 100.0, names.COMPUTE_DEVICE_SECONDS: 2.0,
+            names.COMPUTE_PLANNED_FLOPS: 100.0}
+    stopped = {names.COMPUTE_TRAIN_FLOPS: 30.0, names.COMPUTE_DEVICE_SECONDS: 1.0,
+               names.COMPUTE_PLANNED_FLOPS: 100.0}
+    by_steps = {names.COMPUTE_TRAIN_FLOPS: 20.0, names.COMPUTE_DEVICE_SECONDS: 0.5,
+                names.COMPUTE_PLANNED_STEPS: 10.0,
                 names.COMPUTE_FLOPS_PER_STEP: 10.0}
     es = {names.TAG_OUTCOME: names.OUTCOME_EARLY_STOPPED}
-    totals = sweep_totals([(done, {names.TAG_OUTCOME: names.OUTCOME_COMPLETED}), (stopped, es), (by_steps, es), ({}, es)])
-    assert totals == {names.COMPUTE_SWEEP_FLOPS: 150.0, names.COMPUTE_SWEEP_DEVICE_SECONDS: 3.5, names.COMPUTE_SAVED_FLOPS: 70.0 + 80.0}
+    completed = {names.TAG_OUTCOME: names.OUTCOME_COMPLETED}
+    totals = sweep_totals([(done, completed), (stopped, es), (by_steps, es), ({}, es)])
+    assert totals == {names.COMPUTE_SWEEP_FLOPS: 150.0, names.COMPUTE_SWEEP_DEVICE_SECONDS: 3.5,
+                      names.COMPUTE_SAVED_FLOPS: 70.0 + 80.0}
     assert sweep_totals([({names.EVAL_EXACT_ACCURACY: 0.5}, {})]) == {}  # runs from before compute accounting

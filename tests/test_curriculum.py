@@ -10,7 +10,8 @@ from hrm_core.errors import UserError
 from hrm_core.train.optim import cosine_schedule
 from tests.test_trainer import crashed_and_resumed, make_trainer, read_metrics, resumed_metrics
 
-STAGES = "curriculum.stages=[{name: a, steps: 3, halt_max_steps: 2}, {name: b, steps: 4, halt_max_steps: 3}, {name: c, steps: 5, halt_max_steps: 4, L_cycles: 1}]"
+STAGES = ("curriculum.stages=[{name: a, steps: 3, halt_max_steps: 2}, "
+          "{name: b, steps: 4, halt_max_steps: 3}, {name: c, steps: 5, halt_max_steps: 4, L_cycles: 1}]")
 CURRICULUM = (STAGES, "eval_every_steps=null", "checkpoint_every_steps=2", "lr_warmup_steps=2")
 
 
@@ -28,7 +29,8 @@ def test_stage_boundaries_budgets_and_schedule(sudoku4_dataset, tmp_path):
     assert [evals[s][names.CURRICULUM_STAGE] for s in (3, 7, 12)] == [0.0, 1.0, 2.0]
     # one learning-rate schedule spans all stages
     for s, r in train.items():
-        assert r["train/lr"] == pytest.approx(cosine_schedule(s, base_lr=3e-3, warmup_steps=2, total_steps=12, min_ratio=0.1))
+        lr = cosine_schedule(s, base_lr=3e-3, warmup_steps=2, total_steps=12, min_ratio=0.1)
+        assert r["train/lr"] == pytest.approx(lr)
     # weights and optimizer state carry over: one optimizer saw all 12 steps
     assert {st["step"] for st in tr.optimizer.state.values()} == {12}
     assert tr.hrm.cfg.halt_max_steps == 4 and tr.hrm.cfg.L_cycles == 1
@@ -46,9 +48,11 @@ def test_resume_in_the_middle_of_stage_two(sudoku4_dataset, tmp_path):
 
 
 def test_resume_at_a_stage_boundary_starts_the_next_stage(sudoku4_dataset, tmp_path):
-    full = make_trainer(sudoku4_dataset, str(tmp_path / "full"), *CURRICULUM, "checkpoint_every_steps=1", "checkpoint_keep_last=20")
+    full = make_trainer(sudoku4_dataset, str(tmp_path / "full"), *CURRICULUM, "checkpoint_every_steps=1",
+                        "checkpoint_keep_last=20")
     full.fit()
-    resumed = make_trainer(sudoku4_dataset, str(tmp_path / "r"), *CURRICULUM, f"resume_from={tmp_path / 'full' / 'step_7.pt'}")
+    resumed = make_trainer(sudoku4_dataset, str(tmp_path / "r"), *CURRICULUM,
+                           f"resume_from={tmp_path / 'full' / 'step_7.pt'}")
     assert resumed.stage_index == 2 and resumed.carry is None
     resumed.fit()
     tail = [r for r in read_metrics(str(tmp_path / "r")) if names.RESUMED_FROM_STEP not in r]
@@ -58,16 +62,20 @@ def test_resume_at_a_stage_boundary_starts_the_next_stage(sudoku4_dataset, tmp_p
 def test_stage_datasets_must_share_shapes(sudoku4_dataset, tmp_path):
     from hrm_core.data.build_sudoku import build_sudoku_dataset
 
-    six = build_sudoku_dataset(str(tmp_path / "six"), size=6, blanks=10, subsample_size=20, test_size=10, seed=0)
+    six = build_sudoku_dataset(str(tmp_path / "six"), size=6, blanks=10, subsample_size=20, test_size=10,
+                               seed=0)
     with pytest.raises(UserError) as err:
-        make_trainer(sudoku4_dataset, str(tmp_path / "run"), f"curriculum.stages=[{{steps: 2}}, {{steps: 2, data_path: {six}}}]")
+        make_trainer(sudoku4_dataset, str(tmp_path / "run"),
+                     f"curriculum.stages=[{{steps: 2}}, {{steps: 2, data_path: {six}}}]")
     assert "curriculum.stages[1]" in str(err.value) and "seq_len" in str(err.value)
 
 
 def test_curriculum_presets_compose():
     from hrm_core.config.compose import compose_config
 
-    for preset, total in (("halt_4_8_16", 10000), ("flat_halt16", 10000), ("sudoku_easy_hard", 10000), ("sudoku_hard_flat", 10000)):
+    for preset, total in (("halt_4_8_16", 10000), ("flat_halt16", 10000), ("sudoku_easy_hard", 10000),
+                          ("sudoku_hard_flat", 10000)):
         cfg = compose_config([f"curriculum={preset}"])
         assert cfg.curriculum.total_steps == total, preset
-    assert [s.halt_max_steps for s in compose_config(["curriculum=halt_4_8_16"]).curriculum.stages] == [4, 8, 16]
+    stages = compose_config(["curriculum=halt_4_8_16"]).curriculum.stages
+    assert [s.halt_max_steps for s in stages] == [4, 8, 16]

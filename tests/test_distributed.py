@@ -23,7 +23,8 @@ COMMON = [
 
 
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "hrm_core.pretrain", *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "hrm_core.pretrain", *args]
     return subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=600)
 
 
@@ -53,7 +54,9 @@ def test_one_and_two_ranks_agree(sudoku4_dataset, tmp_path):
 
 
 def test_global_batch_must_divide_world_size(sudoku4_dataset, tmp_path):
-    proc = torchrun(2, *COMMON, "global_batch_size=15", f"data_path={sudoku4_dataset}", f"checkpoint_path={tmp_path / 'x'}")
+    proc = torchrun(2, *COMMON, "global_batch_size=15", f"data_path={sudoku4_dataset}",
+                    f"checkpoint_path={tmp_path / 'x'}")
     assert proc.returncode != 0
-    assert "hrm_core/" not in proc.stderr, "our processes exit with one line, no traceback (torchrun adds its own report)"
+    assert "hrm_core/" not in proc.stderr, (
+        "our processes exit with one line, no traceback (torchrun adds its own report)")
     assert "global_batch_size (15) is not divisible by the world size (2)" in proc.stderr

@@ -43,7 +43,9 @@ def test_flash_attention_matches_sdpa(dtype):
         pytest.skip("flash-attn is not installed: pip install -e '.[gpu]'")
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 97, 8, 64, device="cuda", dtype=dtype) for _ in range(3))
-    torch.testing.assert_close(attention(q, k, v, use_flash=True), attention(q, k, v, use_flash=False), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(
+        attention(q, k, v, use_flash=True), attention(q, k, v, use_flash=False), atol=2e-2, rtol=2e-2
+    )
 
 
 def test_model_trains_a_step_on_gpu():
@@ -51,10 +53,16 @@ def test_model_trains_a_step_on_gpu():
     from hrm_core.model.hrm import ModelDims, build_model
 
     with torch.device("cuda"):
-        model = build_model(ArchConfig(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2), ModelDims(11, 16, 2))
+        model = build_model(
+            ArchConfig(hidden_size=64, num_heads=2, H_layers=1, L_layers=1, halt_max_steps=2),
+            ModelDims(11, 16, 2),
+        )
         model.model.configure_kernels(flash_attention=True)
-        batch = {"inputs": torch.randint(1, 11, (4, 16), dtype=torch.int32), "labels": torch.randint(1, 11, (4, 16)),
-                 "puzzle_identifiers": torch.zeros(4, dtype=torch.int32)}
+        batch = {
+            "inputs": torch.randint(1, 11, (4, 16), dtype=torch.int32),
+            "labels": torch.randint(1, 11, (4, 16)),
+            "puzzle_identifiers": torch.zeros(4, dtype=torch.int32),
+        }
         carry, loss, *_ = model(model.initial_carry(batch), batch)
         loss.backward()
     assert torch.isfinite(loss)

@@ -14,7 +14,7 @@ import torch
 from hrm_core import names
 from hrm_core.config.compose import compose_config
 from hrm_core.observe.callbacks import JsonlSink
-from hrm_core.pretrain import resolve_runtime
+from hrm_core.train.runtime import resolve_runtime
 from hrm_core.train.trainer import Trainer
 from tests.conftest import PROJECT
 
@@ -22,7 +22,8 @@ LEGACY = os.path.join(PROJECT, "tests", "fixtures", "legacy_checkpoint")
 
 
 def _rows(rows):
-    return [{k: v for k, v in r.items() if not names.is_timing(k)} for r in rows if names.RESUMED_FROM_STEP not in r]
+    return [{k: v for k, v in r.items() if not names.is_timing(k)}
+            for r in rows if names.RESUMED_FROM_STEP not in r]
 
 
 def test_a_checkpoint_of_the_old_layout_resumes_bitwise(sudoku4_dataset, tmp_path):
@@ -32,10 +33,11 @@ def test_a_checkpoint_of_the_old_layout_resumes_bitwise(sudoku4_dataset, tmp_pat
     run_dir = str(tmp_path / "run")
     os.makedirs(run_dir)
     shutil.copy(os.path.join(LEGACY, f"step_{k}.pt"), run_dir)
-    cfg = compose_config([f"data_path={sudoku4_dataset}", f"checkpoint_path={run_dir}", *recorded["overrides"],
-                          f"resume_from={os.path.join(run_dir, f'step_{k}.pt')}"])
-    trainer = Trainer(resolve_runtime(cfg, torch.device("cpu")), sudoku4_dataset, run_dir, torch.device("cpu"),
-                      [JsonlSink(run_dir)], log=lambda *_: None)
+    cfg = compose_config([f"data_path={sudoku4_dataset}", f"checkpoint_path={run_dir}",
+                          *recorded["overrides"], f"resume_from={os.path.join(run_dir, f'step_{k}.pt')}"])
+    cpu = torch.device("cpu")
+    trainer = Trainer(resolve_runtime(cfg, cpu), sudoku4_dataset, run_dir, cpu, [JsonlSink(run_dir)],
+                      log=lambda *_: None)
     assert trainer.resumed_from_step == k
     trainer.fit()
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:

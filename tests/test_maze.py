@@ -132,8 +132,9 @@ def test_csv_import(tmp_path) -> None:
     pairs = [maze.generate_maze(8, rng) for _ in range(30)]
     _write_csv(tmp_path / "train.csv", pairs[:20])
     _write_csv(tmp_path / "test.csv", pairs[20:])
-    build_maze_dataset(tmp_path / "d", source_csv=tmp_path / "train.csv", source_csv_test=tmp_path / "test.csv",
-                       subsample_size=1000, min_path_len=8)  # fmt: skip
+    build_maze_dataset(tmp_path / "d", source_csv=tmp_path / "train.csv",
+                       source_csv_test=tmp_path / "test.csv", subsample_size=1000,
+                       min_path_len=8)  # fmt: skip
     train, test = open_split(tmp_path / "d", "train"), open_split(tmp_path / "d", "test")
     keep = [(q, a) for q, a in pairs[:20] if maze.path_length(a) >= 8]
     assert 0 < len(keep) < 20
@@ -183,8 +184,9 @@ def test_tiny_model_trains_on_mazes(tmp_path) -> None:
     build_maze_dataset(data, size=8, subsample_size=24, test_size=8, min_path_len=6, seed=0)
     run = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "hrm_core.pretrain", "arch=hrm_tiny", f"data_path={data}", "global_batch_size=8",
-         "epochs=1", "eval_interval=1", "max_steps=3", "progress=false", f"checkpoint_path={run}", "threads=1"],
+        [sys.executable, "-m", "hrm_core.pretrain", "arch=hrm_tiny", f"data_path={data}",
+         "global_batch_size=8", "epochs=1", "eval_interval=1", "max_steps=3", "progress=false",
+         f"checkpoint_path={run}", "threads=1"],
         cwd=PROJECT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -12,8 +12,8 @@ DIMS = ModelDims(vocab_size=11, seq_len=16, num_puzzle_identifiers=5)
 
 
 def tiny(**kw) -> ArchConfig:
-    base = dict(hidden_size=32, num_heads=2, H_layers=1, L_layers=1, H_cycles=2, L_cycles=3, puzzle_emb_ndim=32,
-                halt_max_steps=4, forward_dtype="float32")
+    base = dict(hidden_size=32, num_heads=2, H_layers=1, L_layers=1, H_cycles=2, L_cycles=3,
+                puzzle_emb_ndim=32, halt_max_steps=4, forward_dtype="float32")
     return ArchConfig(**{**base, **kw})
 
 

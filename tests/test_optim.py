@@ -60,7 +60,8 @@ def test_sign_sgd_changes_only_the_batch_rows():
     before = emb.weights.clone()
     ids = torch.tensor([3, 7, 3, 1], dtype=torch.int32)
     out = emb(ids)
-    grad = torch.tensor([[1.0, -1.0, 0.0, 2.0], [0.5, 0.5, 0.5, 0.5], [-3.0, 2.0, 0.0, -1.0], [0.0, 0.0, -1.0, 0.0]])
+    grad = torch.tensor([[1.0, -1.0, 0.0, 2.0], [0.5, 0.5, 0.5, 0.5], [-3.0, 2.0, 0.0, -1.0],
+                         [0.0, 0.0, -1.0, 0.0]])
     (out * grad).sum().backward()
     opt = SparseSignSGD(emb, lr=0.1, weight_decay=0.5)
     opt.step()

@@ -52,18 +52,23 @@ def _check_every_segment(fixture):
     assert count_parameters(model) == fixture["params"]
     results = _run_segments(model, fixture)
     assert len(results) == len(fixture["segments"]) == fixture["config"]["halt_max_steps"]
-    for i, (seg, (carry, loss, metrics, outputs)) in enumerate(zip(fixture["segments"], results, strict=True)):
+    for i, (seg, (carry, loss, metrics, outputs)) in enumerate(
+            zip(fixture["segments"], results, strict=True)):
         for key in ("logits", "q_halt_logits", "q_continue_logits"):
-            torch.testing.assert_close(outputs[key], seg[key], atol=ATOL, rtol=RTOL, msg=lambda m, k=key, i=i: f"segment {i} {k}: {m}")
-        assert abs(loss.item() - seg["loss"].item()) <= ATOL * max(1.0, abs(seg["loss"].item())), f"segment {i} loss"
+            torch.testing.assert_close(outputs[key], seg[key], atol=ATOL, rtol=RTOL,
+                                       msg=lambda m, k=key, i=i: f"segment {i} {k}: {m}")
+        expected_loss = seg["loss"].item()
+        assert abs(loss.item() - expected_loss) <= ATOL * max(1.0, abs(expected_loss)), f"segment {i} loss"
         for name, expected in seg["metrics"].items():
-            assert metrics[name] == pytest.approx(expected.item(), rel=RTOL, abs=ATOL), f"segment {i} metric {name}"
+            assert metrics[name] == pytest.approx(expected.item(), rel=RTOL, abs=ATOL), (
+                f"segment {i} metric {name}")
         assert torch.equal(carry.steps, seg["steps"]), f"segment {i} steps"
         assert torch.equal(carry.halted, seg["halted"]), f"segment {i} halted"
 
 
 def test_reference_fixture_compiled_prefix_accepted(fixture):
-    prefixed = {k.replace("model.", f"{COMPILE_PREFIX}model.", 1): v for k, v in fixture["state_dict"].items()}
+    prefixed = {k.replace("model.", f"{COMPILE_PREFIX}model.", 1): v
+                for k, v in fixture["state_dict"].items()}
     model = load_reference_checkpoint(prefixed, fixture["config"])
     ref = load_reference_checkpoint(fixture["state_dict"], fixture["config"])
     for (k1, v1), (k2, v2) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
@@ -74,13 +79,15 @@ def test_reference_fixture_from_file(fixture, tmp_path):
     path = tmp_path / "step_100"
     torch.save(fixture["state_dict"], path)  # the reference saves a bare state dict
     model = load_reference_checkpoint(str(path), fixture["config"])
-    torch.testing.assert_close(_run_segments(model, fixture)[-1][3]["logits"], fixture["segments"][-1]["logits"], atol=ATOL, rtol=RTOL)
+    logits = _run_segments(model, fixture)[-1][3]["logits"]
+    torch.testing.assert_close(logits, fixture["segments"][-1]["logits"], atol=ATOL, rtol=RTOL)
 
 
 def test_reference_fixture_mismatched_config_is_an_error(fixture):
     from hrm_core.errors import UserError
 
-    wrong = dict(fixture["config"], hidden_size=fixture["config"]["hidden_size"] * 2, num_heads=fixture["config"]["num_heads"])
+    config = fixture["config"]
+    wrong = dict(config, hidden_size=config["hidden_size"] * 2, num_heads=config["num_heads"])
     with pytest.raises(UserError):
         load_reference_checkpoint(fixture["state_dict"], wrong)
 

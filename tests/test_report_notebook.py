@@ -10,10 +10,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from analysis import notebook, report, synthetic
+from analysis import notebook, report
 from analysis.loading import load_sweep
 from hrm_core import names
 from tests.conftest import PROJECT
+from tests.support import synthetic
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,8 @@ def store(tmp_path_factory):
 
 
 def _images(nb) -> int:
-    return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    return sum("image/png" in o.get("data", {})
+               for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
 def test_ablation_notebook_executes_and_is_attached(store):
@@ -45,7 +47,8 @@ def test_ablation_notebook_executes_and_is_attached(store):
     nb = nbformat.read(str(res.notebook), as_version=4)
     assert notebook.error_cells(nb) == 0
     first, params = nb.cells[0], nb.cells[1]
-    assert first.cell_type == "markdown" and "**gated beats control** by +" in first.source and "95% CI" in first.source
+    assert first.cell_type == "markdown"
+    assert "**gated beats control** by +" in first.source and "95% CI" in first.source
     assert params.metadata["tags"] == ["parameters"] and f"PARENT_RUN_ID = {ids['abl']!r}" in params.source
     assert nb.metadata["kernelspec"]["name"] == notebook.KERNEL_NAME
     headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
@@ -55,7 +58,8 @@ def test_ablation_notebook_executes_and_is_attached(store):
     assert _images(nb) == 7
     html = res.html.read_text()
     assert html.count("data:image/png;base64") >= 7 and "gated beats control" in html
-    artifacts = {f.path for f in MlflowClient(tracking_uri=uri).list_artifacts(ids["abl"], report.ARTIFACT_DIR)}
+    listed = MlflowClient(tracking_uri=uri).list_artifacts(ids["abl"], report.ARTIFACT_DIR)
+    artifacts = {f.path for f in listed}
     assert artifacts == {f"{report.ARTIFACT_DIR}/report.ipynb", f"{report.ARTIFACT_DIR}/report.html"}
     info = load_sweep(parent_run=ids["abl"], tracking_uri=uri)[0]
     assert report.default_out_dir(info) == Path(PROJECT) / "reports" / "nb-abl" / ids["abl"]
@@ -65,11 +69,13 @@ def test_cli_search_report(store):
     uri, ids, root = store
     out = root / "search-report"
     proc = subprocess.run(
-        [sys.executable, "-m", "analysis.report", "nb-srch", "--tracking-uri", uri, "--out", str(out), "--no-upload"],
+        [sys.executable, "-m", "analysis.report", "nb-srch", "--tracking-uri", uri, "--out", str(out),
+         "--no-upload"],
         cwd=PROJECT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"notebook: {out / 'report.ipynb'}" in proc.stdout and f"html: {out / 'report.html'}" in proc.stdout
+    assert f"notebook: {out / 'report.ipynb'}" in proc.stdout
+    assert f"html: {out / 'report.html'}" in proc.stdout
     nb = nbformat.read(str(out / "report.ipynb"), as_version=4)
     assert notebook.error_cells(nb) == 0
     assert "Best trial at the top rung" in nb.cells[0].source

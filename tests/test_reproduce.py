@@ -76,7 +76,8 @@ def load_context(client, run_id: str, tmp) -> dict:
 
 
 def histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    keys = [k for k in client.get_run(run_id).data.metrics if not names.is_timing(k) and k != names.RESUMED_FROM_STEP]
+    keys = [k for k in client.get_run(run_id).data.metrics
+            if not names.is_timing(k) and k != names.RESUMED_FROM_STEP]
     return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
 
 
@@ -109,15 +110,18 @@ def test_trial_records_its_context(sweep_trial, tmp_path):
 
 def test_trial_reproduces_bitwise(sweep_trial, tmp_path, capsys):
     client, run_id = sweep_trial["client"], sweep_trial["run_id"]
-    code, out = run_reproduce(capsys, run_id, "--tracking-uri", sweep_trial["uri"], "--out", str(tmp_path / "rep"), "--strict")
+    code, out = run_reproduce(capsys, run_id, "--tracking-uri", sweep_trial["uri"],
+                              "--out", str(tmp_path / "rep"), "--strict")
     assert code == 0, out
     assert "verdict: bitwise identical" in out, out
     for key in ("git commit", "dataset fingerprint", "torch threads", "CPU capability", "config "):
         assert f"  - {key}" not in out, out  # a dirty tree edited meanwhile is the only allowed difference
 
-    (rerun,) = client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.`{names.TAG_REPRODUCES}` = '{run_id}'")
+    (rerun,) = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                  f"tags.`{names.TAG_REPRODUCES}` = '{run_id}'")
     tags = rerun.data.tags
-    assert tags[names.TAG_RUN_KIND] == names.RUN_KIND_REPRODUCE and tags[names.TAG_REPRODUCE_MATCH] == "bitwise"
+    assert tags[names.TAG_RUN_KIND] == names.RUN_KIND_REPRODUCE
+    assert tags[names.TAG_REPRODUCE_MATCH] == "bitwise"
     assert tags[names.TAG_ARM] == "plain" and tags[names.TAG_SEED] == "0"
     original, again = histories(client, run_id), histories(client, rerun.info.run_id)
     assert names.TRAIN_LM_LOSS in original and names.EVAL_EXACT_ACCURACY in original
@@ -131,12 +135,14 @@ def test_trial_reproduces_bitwise(sweep_trial, tmp_path, capsys):
 
 def test_changed_seed_differs(sweep_trial, tmp_path, capsys):
     run_id = sweep_trial["run_id"]
-    code, out = run_reproduce(capsys, run_id, "--tracking-uri", sweep_trial["uri"], "--out", str(tmp_path / "rep"), "--set", "seed=1", "--strict")
+    code, out = run_reproduce(capsys, run_id, "--tracking-uri", sweep_trial["uri"],
+                              "--out", str(tmp_path / "rep"), "--set", "seed=1", "--strict")
     assert code == 1, out
     assert "  - config seed: recorded 0, now 1 -> set with --set" in out, out
     assert out.index("config seed") < out.index("rerunning on") < out.index("verdict: differs")
     client = sweep_trial["client"]
-    reruns = client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.`{names.TAG_REPRODUCES}` = '{run_id}'")
+    reruns = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                f"tags.`{names.TAG_REPRODUCES}` = '{run_id}'")
     seed1 = next(r for r in reruns if r.data.tags[names.TAG_SEED] == "1")
     assert seed1.data.tags[names.TAG_REPRODUCE_MATCH] == "differs"
 
@@ -151,16 +157,19 @@ def test_changed_commit_and_dataset_reported_before_the_rerun(sweep_trial, tmp_p
     ctx = load_context(client, run_id, tmp_path)
     other = str(tmp_path / "sudoku4_other")
     build_sudoku_dataset(other, size=4, blanks=8, subsample_size=200, num_aug=0, test_size=64, seed=1)
-    ctx["config"]["data_path"] = ctx["dataset"]["path"] = other  # the recorded fingerprint stays the original's
+    # the recorded fingerprint stays the original's
+    ctx["config"]["data_path"] = ctx["dataset"]["path"] = other
     ctx["git"]["commit"] = "0" * 40
     original = client.get_run(run_id)
-    copy = client.create_run(original.info.experiment_id, run_name="copy", tags={names.TAG_RUN_KIND: names.RUN_KIND_TRIAL})
+    copy = client.create_run(original.info.experiment_id, run_name="copy",
+                             tags={names.TAG_RUN_KIND: names.RUN_KIND_TRIAL})
     client.log_text(copy.info.run_id, json.dumps(ctx), names.RUN_CONTEXT_ARTIFACT)
     lm = client.get_metric_history(run_id, names.TRAIN_LM_LOSS)
     client.log_batch(copy.info.run_id, metrics=[Metric(m.key, m.value, m.timestamp, m.step) for m in lm])
     client.set_terminated(copy.info.run_id)
 
-    code, out = run_reproduce(capsys, copy.info.run_id, "--tracking-uri", sweep_trial["uri"], "--out", str(tmp_path / "rep"))
+    code, out = run_reproduce(capsys, copy.info.run_id, "--tracking-uri", sweep_trial["uri"],
+                              "--out", str(tmp_path / "rep"))
     assert code == 0, out
     commit = out.index(f"  - git commit: recorded {'0' * 40}")
     dataset = out.index(f"  - dataset fingerprint ({other}): recorded {ctx['dataset']['fingerprint']}")
@@ -185,15 +194,18 @@ def test_standalone_run_records_context_and_a_missing_dataset_is_rebuilt(store, 
     from hrm_core.config.compose import compose_config
     from hrm_core.data.resolve import resolve_data_path
 
-    source = resolve_data_path(compose_config(["data=sudoku4"]), log=lambda *_: None)  # the shared project copy
+    # the shared project copy
+    source = resolve_data_path(compose_config(["data=sudoku4"]), log=lambda *_: None)
     data = tmp_path / "orig" / "sudoku4"
     shutil.copytree(source, data)
     args = [
-        "arch=hrm_tiny", "data=sudoku4", f"data_path={data}", "global_batch_size=16", "epochs=1", "eval_interval=null",
+        "arch=hrm_tiny", "data=sudoku4", f"data_path={data}", "global_batch_size=16", "epochs=1",
+        "eval_interval=null",
         "max_steps=6", "eval_every_steps=3", "progress=false", "threads=1", "tracking.mlflow=true",
         "project_name=ci", "run_name=tiny", f"checkpoint_path={tmp_path / 'run'}",
     ]
-    proc = subprocess.run([sys.executable, "-m", "hrm_core.pretrain", *args], cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "hrm_core.pretrain", *args], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run,) = store.search_runs([store.get_experiment_by_name("hrm/ci").experiment_id])
     ctx = load_context(store, run.info.run_id, tmp_path)
@@ -204,11 +216,13 @@ def test_standalone_run_records_context_and_a_missing_dataset_is_rebuilt(store, 
 
     shutil.rmtree(data)
     rebuilt = tmp_path / "rebuilt"
-    code, out = run_reproduce(capsys, run.info.run_id, "--out", str(tmp_path / "rep"), "--data-dir", str(rebuilt), "--strict")
+    code, out = run_reproduce(capsys, run.info.run_id, "--out", str(tmp_path / "rep"),
+                              "--data-dir", str(rebuilt), "--strict")
     assert code == 0, out
     assert f"rebuilt into {rebuilt / 'sudoku4'}" in out and "dataset fingerprint" not in out, out
     assert (rebuilt / "sudoku4" / "train").is_dir()
     assert "verdict: bitwise identical" in out
-    rerun = store.search_runs([run.info.experiment_id], f"tags.`{names.TAG_REPRODUCES}` = '{run.info.run_id}'")[0]
+    rerun = store.search_runs([run.info.experiment_id],
+                              f"tags.`{names.TAG_REPRODUCES}` = '{run.info.run_id}'")[0]
     assert rerun.data.tags[names.TAG_REPRODUCE_MATCH] == "bitwise"
     assert rerun.data.tags[names.TAG_DATASET_FINGERPRINT] == ctx["dataset"]["fingerprint"]

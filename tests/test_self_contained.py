@@ -23,7 +23,18 @@ SCANNED_DIRS = ("tests", "benchmarks", ".ci")
 SCANNED_FILES = ("Makefile",)
 SELF = "tests/test_self_contained.py"
 _PARENT_LITERAL = re.compile(r"(^|[/\\])\.\.([/\\]|$)")
-_PATH_KEEPERS = {"abspath", "realpath", "normpath", "expanduser", "resolve", "absolute", "Path", "PurePath", "fspath", "str"}
+_PATH_KEEPERS = {
+    "abspath",
+    "realpath",
+    "normpath",
+    "expanduser",
+    "resolve",
+    "absolute",
+    "Path",
+    "PurePath",
+    "fspath",
+    "str",
+}
 
 
 class _Levels(ast.NodeVisitor):
@@ -41,7 +52,11 @@ class _Levels(ast.NodeVisitor):
         if isinstance(node, ast.Attribute) and node.attr == "parent":
             base = self.level(node.value)
             return None if base is None else base - 1
-        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "parents":
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "parents"
+        ):
             base = self.level(node.value.value)
             index = node.slice.value if isinstance(node.slice, ast.Constant) else None
             return None if base is None or not isinstance(index, int) else base - 1 - index
@@ -49,7 +64,11 @@ class _Levels(ast.NodeVisitor):
             return self._joined(node.left, [node.right])
         if isinstance(node, ast.Call):
             name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            target = node.func.value if isinstance(node.func, ast.Attribute) and name in {"resolve", "absolute"} else None
+            target = (
+                node.func.value
+                if isinstance(node.func, ast.Attribute) and name in {"resolve", "absolute"}
+                else None
+            )
             if target is not None:
                 return self.level(target)
             if name == "dirname" and node.args:
@@ -57,8 +76,12 @@ class _Levels(ast.NodeVisitor):
                 return None if base is None else base - 1
             if name in _PATH_KEEPERS and node.args:
                 return self.level(node.args[0])
-            if (name == "join" and node.args) or (name == "joinpath" and isinstance(node.func, ast.Attribute)):
-                base, parts = (node.args[0], node.args[1:]) if name == "join" else (node.func.value, node.args)
+            if (name == "join" and node.args) or (
+                name == "joinpath" and isinstance(node.func, ast.Attribute)
+            ):
+                base, parts = (
+                    (node.args[0], node.args[1:]) if name == "join" else (node.func.value, node.args)
+                )
                 return self._joined(base, parts)
         return None
 
@@ -75,8 +98,10 @@ class _Levels(ast.NodeVisitor):
             for piece in re.split(r"[/\\]", part.value):
                 level += -1 if piece == ".." else (0 if piece in ("", ".") else 1)
                 if level < 0:
-                    self.escapes.append(f"line {part.lineno}: {ast.unparse(base)} joined with {part.value!r} "
-                                        "passes above the root")
+                    self.escapes.append(
+                        f"line {part.lineno}: {ast.unparse(base)} joined with {part.value!r} "
+                        "passes above the root"
+                    )
         return level
 
     def visit_Assign(self, node: ast.Assign) -> None:
@@ -90,7 +115,9 @@ class _Levels(ast.NodeVisitor):
         if isinstance(node, ast.expr) and not isinstance(node, ast.Name):
             level = self.level(node)
             if level is not None and level < 0:
-                self.escapes.append(f"line {node.lineno}: {ast.unparse(node)} is {-level} level(s) above the root")
+                self.escapes.append(
+                    f"line {node.lineno}: {ast.unparse(node)} is {-level} level(s) above the root"
+                )
         if isinstance(node, ast.Attribute) and node.attr == "pardir":
             self.escapes.append(f"line {node.lineno}: os.pardir")
         super().generic_visit(node)
@@ -100,11 +127,19 @@ def python_escapes(source: str, relpath: str) -> list[str]:
     tree = ast.parse(source)
     visitor = _Levels(relpath)
     visitor.visit(tree)
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, ast.Module | ast.FunctionDef | ast.ClassDef) and ast.get_docstring(n) is not None}
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Module | ast.FunctionDef | ast.ClassDef) and ast.get_docstring(n) is not None
+    }
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in visitor.accounted
-                and id(node) not in docstrings and _PARENT_LITERAL.search(node.value)):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in visitor.accounted
+            and id(node) not in docstrings
+            and _PARENT_LITERAL.search(node.value)
+        ):
             visitor.escapes.append(f"line {node.lineno}: the literal {node.value!r} names a parent folder")
     return sorted(set(visitor.escapes))
 
@@ -164,27 +199,33 @@ def test_no_test_script_or_target_reads_above_the_repository():
     assert not escapes, "paths above the repository root:\n" + "\n".join(escapes)
 
 
-@pytest.mark.parametrize("source", [
-    "import os\nPROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))\n"
-    "F = os.path.join(os.path.dirname(PROJECT), 'shared', 'x.pt')\n",
-    "import os\nF = os.path.join(os.path.dirname(__file__), '..', '..', 'shared')\n",
-    "import os\nF = os.path.join('tests', os.pardir, 'x')\n",
-    "from pathlib import Path\nF = Path(__file__).resolve().parents[2] / 'shared'\n",
-    "from pathlib import Path\nF = Path(__file__).parent.parent.parent / 'shared'\n",
-    "F = open('../shared/fixtures/x.pt')\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import os\nPROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))\n"
+        "F = os.path.join(os.path.dirname(PROJECT), 'shared', 'x.pt')\n",
+        "import os\nF = os.path.join(os.path.dirname(__file__), '..', '..', 'shared')\n",
+        "import os\nF = os.path.join('tests', os.pardir, 'x')\n",
+        "from pathlib import Path\nF = Path(__file__).resolve().parents[2] / 'shared'\n",
+        "from pathlib import Path\nF = Path(__file__).parent.parent.parent / 'shared'\n",
+        "F = open('../shared/fixtures/x.pt')\n",
+    ],
+)
 def test_the_python_scan_finds_each_way_out(source):
     assert python_escapes(source, "tests/test_x.py")
 
 
-@pytest.mark.parametrize("source", [
-    "import os\nPROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))\n"
-    "F = os.path.join(PROJECT, 'tests', 'fixtures', 'x.pt')\n",
-    "import os\nHERE = os.path.dirname(__file__)\nF = os.path.join(HERE, '..', 'Makefile')\n",
-    "from pathlib import Path\nF = Path(__file__).resolve().parents[1] / 'configs'\n",
-    "import torch, os\nF = os.path.dirname(os.path.dirname(torch.__file__))\n",  # an installed package
-    "def f(tmp_path):\n    return tmp_path / '..' / 'y'\n",  # not derived from this file
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import os\nPROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))\n"
+        "F = os.path.join(PROJECT, 'tests', 'fixtures', 'x.pt')\n",
+        "import os\nHERE = os.path.dirname(__file__)\nF = os.path.join(HERE, '..', 'Makefile')\n",
+        "from pathlib import Path\nF = Path(__file__).resolve().parents[1] / 'configs'\n",
+        "import torch, os\nF = os.path.dirname(os.path.dirname(torch.__file__))\n",  # an installed package
+        "def f(tmp_path):\n    return tmp_path / '..' / 'y'\n",  # not derived from this file
+    ],
+)
 def test_the_python_scan_passes_paths_inside(source):
     assert python_escapes(source, "tests/test_x.py") == []
 

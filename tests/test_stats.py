@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from analysis import stats
+from analysis import rungs, stats
 from hrm_core import names
+from tests.support import simulation
 
 ALPHA = 0.05
 SIMS = 4000  # per case (>= 500 asked): the coverage SE is then 0.0034, well inside 0.93-0.97
@@ -23,7 +24,7 @@ POWER_DZ = 1.0  # the stated effect size: a mean difference of one SD of the pai
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n", [3, 5, 10])
 def test_no_effect_false_positive_rate_and_coverage(n):
-    r = stats.simulate_paired_ablations(n, sims=SIMS, dz=0.0, alpha=ALPHA, rng=1000 + n)
+    r = simulation.simulate_paired_ablations(n, sims=SIMS, dz=0.0, alpha=ALPHA, rng=1000 + n)
     print(f"n={n}: {r}")
     assert r["paired_reject"] <= ALPHA + 0.02
     assert r["welch_reject"] <= ALPHA + 0.02
@@ -34,8 +35,11 @@ def test_no_effect_false_positive_rate_and_coverage(n):
 
 @pytest.mark.parametrize("n", [3, 5, 10])
 def test_coverage_under_a_true_effect_and_power_reported(n):
-    r = stats.simulate_paired_ablations(n, sims=SIMS, dz=POWER_DZ, alpha=ALPHA, rng=2000 + n)
-    print(f"n={n}: power at d_z={POWER_DZ}: simulated {r['paired_reject']:.3f}, analytic {r['power_analytic']:.3f}")
+    r = simulation.simulate_paired_ablations(n, sims=SIMS, dz=POWER_DZ, alpha=ALPHA, rng=2000 + n)
+    print(
+        f"n={n}: power at d_z={POWER_DZ}: simulated {r['paired_reject']:.3f}, "
+        f"analytic {r['power_analytic']:.3f}"
+    )
     assert 0.93 <= r["paired_ci_coverage"] <= 0.97
     # The reported (analytic, noncentral t) power is what simulation measures.
     assert abs(r["paired_reject"] - r["power_analytic"]) < 0.03
@@ -53,7 +57,7 @@ def test_power_grows_with_seeds_and_min_detectable_effect():
 
 @pytest.mark.parametrize("n", [3, 5, 10])
 def test_aa_sweep_family_wise_rate_with_holm(n):
-    fwer = stats.simulate_aa_sweeps(n, arms=3, sims=SIMS, alpha=ALPHA, rng=3000 + n)
+    fwer = simulation.simulate_aa_sweeps(n, arms=3, sims=SIMS, alpha=ALPHA, rng=3000 + n)
     print(f"n={n}: A/A sweep (3 null arms), share flagged after Holm: {fwer:.4f}")
     assert fwer <= ALPHA + 0.02
 
@@ -62,8 +66,18 @@ def _frame(arms: dict[str, np.ndarray], seeds=None, metric=names.EVAL_EXACT_ACCU
     rows = []
     for arm, vals in arms.items():
         for i, v in enumerate(vals):
-            rows.append({"run_id": f"{arm}{i}", "arm": arm, "seed": (seeds[arm][i] if seeds else i), "outcome": "completed",
-                         "value": float(v), "used": True, "reason": "", "metric": metric})
+            rows.append(
+                {
+                    "run_id": f"{arm}{i}",
+                    "arm": arm,
+                    "seed": (seeds[arm][i] if seeds else i),
+                    "outcome": "completed",
+                    "value": float(v),
+                    "used": True,
+                    "reason": "",
+                    "metric": metric,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -133,7 +147,8 @@ def test_bca_is_seeded_and_reasonable():
     assert lo < x.mean() < hi and abs((hi - lo) - (t_hi - t_lo)) < 0.5 * (t_hi - t_lo)
     # Coverage at n = 20 (it undercovers at 10: ~0.90, which is why t is the default).
     xs = np.random.default_rng(6).normal(0, 1, (500, 20))
-    cover = np.mean([lo <= 0 <= hi for lo, hi in (stats.bca_interval(row, resamples=1000, seed=i) for i, row in enumerate(xs))])
+    intervals = (stats.bca_interval(row, resamples=1000, seed=i) for i, row in enumerate(xs))
+    cover = np.mean([lo <= 0 <= hi for lo, hi in intervals])
     print(f"BCa coverage at n=20: {cover:.3f}")
     assert cover >= 0.9
 
@@ -143,21 +158,40 @@ def test_bca_is_seeded_and_reasonable():
 # --------------------------------------------------------------------------------------
 def _runs(values: list[tuple[str, int, str, float]]) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"run_id": f"{a}{s}", "run_name": f"x/{a}{s}", "arm": a, "seed": s, "outcome": o, f"metrics.{names.EVAL_EXACT_ACCURACY}": v}
-         for a, s, o, v in values]
+        [
+            {
+                "run_id": f"{a}{s}",
+                "run_name": f"x/{a}{s}",
+                "arm": a,
+                "seed": s,
+                "outcome": o,
+                f"metrics.{names.EVAL_EXACT_ACCURACY}": v,
+            }
+            for a, s, o, v in values
+        ]
     )
 
 
 def test_primary_value_is_the_final_value_not_the_best():
     runs = _runs([("c", 0, "completed", 0.5)])
-    history = pd.DataFrame({"run_id": "c0", "key": names.EVAL_EXACT_ACCURACY, "step": [10, 20, 30], "value": [0.4, 0.7, 0.5]})
+    history = pd.DataFrame(
+        {"run_id": "c0", "key": names.EVAL_EXACT_ACCURACY, "step": [10, 20, 30], "value": [0.4, 0.7, 0.5]}
+    )
     v = stats.run_values(runs, names.EVAL_EXACT_ACCURACY, history)
     assert v.loc[0, "value"] == 0.5 and v.loc[0, "final_step"] == 30 and bool(v.loc[0, "used"])
 
 
 def test_failed_diverged_early_stopped_are_counted_not_used():
-    runs = _runs([("c", 0, "completed", 0.5), ("c", 1, "error", np.nan), ("c", 2, "diverged", 0.1),
-                  ("c", 3, "early_stopped", 0.3), ("c", 4, "completed", np.nan), ("c", 5, "running", 0.2)])
+    runs = _runs(
+        [
+            ("c", 0, "completed", 0.5),
+            ("c", 1, "error", np.nan),
+            ("c", 2, "diverged", 0.1),
+            ("c", 3, "early_stopped", 0.3),
+            ("c", 4, "completed", np.nan),
+            ("c", 5, "running", 0.2),
+        ]
+    )
     v = stats.run_values(runs, names.EVAL_EXACT_ACCURACY)
     assert v["used"].tolist() == [True, False, False, False, False, False]
     assert v["reason"].tolist() == ["", "error", "diverged", "early_stopped", "no value", "running"]
@@ -174,7 +208,8 @@ def test_wilcoxon_only_from_six_pairs_and_welch_for_unshared_seeds():
     assert np.isnan(five.loc[0, "wilcoxon_p"]) and np.isfinite(six.loc[0, "wilcoxon_p"])
     assert five.loc[0, "test"] == "paired t" and five.loc[0, "n_pairs"] == 5
     seeds = {"c": [0, 1, 2, 3], "a": [10, 11, 12, 13]}
-    unshared = stats.compare_to_control(_frame({"c": rng.normal(0, 1, 4), "a": rng.normal(1, 1, 4)}, seeds), "c")
+    arms = {"c": rng.normal(0, 1, 4), "a": rng.normal(1, 1, 4)}
+    unshared = stats.compare_to_control(_frame(arms, seeds), "c")
     assert unshared.loc[0, "test"] == "Welch t" and unshared.loc[0, "effect_kind"] == "Hedges g"
 
 
@@ -189,10 +224,17 @@ def test_search_trials_compared_at_the_same_rung():
         [("t1", 50, 0.9), ("t1", 100, 0.6), ("t2", 50, 0.8), ("t3", 50, 0.7), ("t3", 100, 0.65)],
         columns=["run_id", "step", "value"],
     ).assign(key=names.EVAL_EXACT_ACCURACY)
-    runs = pd.DataFrame({"run_id": ["t1", "t2", "t3"], "run_name": ["t1", "t2", "t3"], "trial_id": ["t1", "t2", "t3"],
-                         "arm": ["a", "b", "c"], "outcome": ["completed", "early_stopped", "completed"]})
-    assert stats.infer_rungs(h, runs, names.EVAL_EXACT_ACCURACY) == [50, 100]
-    board = stats.search_leaderboard(runs, h, names.EVAL_EXACT_ACCURACY, "max")
+    runs = pd.DataFrame(
+        {
+            "run_id": ["t1", "t2", "t3"],
+            "run_name": ["t1", "t2", "t3"],
+            "trial_id": ["t1", "t2", "t3"],
+            "arm": ["a", "b", "c"],
+            "outcome": ["completed", "early_stopped", "completed"],
+        }
+    )
+    assert rungs.infer_rungs(h, runs, names.EVAL_EXACT_ACCURACY) == [50, 100]
+    board = rungs.search_leaderboard(runs, h, names.EVAL_EXACT_ACCURACY, "max")
     # At the top rung t3 (0.65) beats t1 (0.6); t2 reached only rung 50. Never the best eval (t1's 0.9).
     assert board["run_id"].tolist() == ["t3", "t1", "t2"]
     assert board["value_at_rung"].tolist() == [0.65, 0.6, 0.8]

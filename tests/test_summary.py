@@ -16,7 +16,8 @@ CASES = {
     "hrm_v1_gated": ArchConfig(forward_dtype="float32", use_gating=True),
     "hrm_v1_feudal": ArchConfig(forward_dtype="float32", subgoal_head={"enabled": True, "goal_dim": 256}),
     "tiny_learned": ArchConfig(hidden_size=64, num_heads=2, H_layers=1, L_layers=2, H_cycles=3, L_cycles=2,
-                               pos_encodings="learned", puzzle_emb_ndim=96, halt_max_steps=4, forward_dtype="float32"),
+                               pos_encodings="learned", puzzle_emb_ndim=96, halt_max_steps=4,
+                               forward_dtype="float32"),
 }
 
 

@@ -37,23 +37,41 @@ CASES = {
     "not_utf8": (b"name: caf\xe9\n", "not UTF-8"),
     "binary": (b"\x00\x01\x02name", "binary file"),
     "top_list": (b"- a\n- b\n", "must be a mapping"),
-    "duplicate_key": (GOOD.replace("seeds: [0, 1]", "seeds: [0, 1]\nseeds: [2]").encode(), "duplicate key 'seeds'"),
+    "duplicate_key": (
+        GOOD.replace("seeds: [0, 1]", "seeds: [0, 1]\nseeds: [2]").encode(), "duplicate key 'seeds'",
+    ),
     "alias_bomb": (b"a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\n", "aliases"),
     "unknown_key": (GOOD.replace("seeds:", "seedz:").encode(), "did you mean 'seeds'"),
     "wrong_type": (GOOD.replace("seeds: [0, 1]", "seeds: many").encode(), "seeds"),
-    "inverted_range": (SEARCH.replace("low: 1e-4, high: 1e-2", "low: 1e-2, high: 1e-4").encode(), "inverted range"),
-    "empty_choice": (SEARCH.replace("{type: loguniform, low: 1e-4, high: 1e-2}", "{type: choice, values: []}").encode(), "non-empty"),
-    "unknown_metric": (GOOD.replace("seeds:", "objective: {metric: eval/exact_acuracy}\nseeds:").encode(), "did you mean 'eval/exact_accuracy'"),
-    "scheduler_vs_mode": (GOOD.replace("seeds:", "scheduler: {type: asha}\nseeds:").encode(), "an ablation runs every arm"),
+    "inverted_range": (
+        SEARCH.replace("low: 1e-4, high: 1e-2", "low: 1e-2, high: 1e-4").encode(), "inverted range",
+    ),
+    "empty_choice": (
+        SEARCH.replace("{type: loguniform, low: 1e-4, high: 1e-2}", "{type: choice, values: []}").encode(),
+        "non-empty",
+    ),
+    "unknown_metric": (
+        GOOD.replace("seeds:", "objective: {metric: eval/exact_acuracy}\nseeds:").encode(),
+        "did you mean 'eval/exact_accuracy'",
+    ),
+    "scheduler_vs_mode": (
+        GOOD.replace("seeds:", "scheduler: {type: asha}\nseeds:").encode(), "an ablation runs every arm",
+    ),
     "multi_objective_asha": (
-        SEARCH.replace("scale:", "objective: {metric: [eval/exact_accuracy, eval/steps], mode: [max, min]}\nscheduler: {type: asha}\nscale:").encode(),
+        SEARCH.replace("scale:", "objective: {metric: [eval/exact_accuracy, eval/steps], mode: [max, min]}\n"
+                       "scheduler: {type: asha}\nscale:").encode(),
         "rung_metric",
     ),
     "control_not_an_arm": (GOOD.replace("control: a", "control: z").encode(), "control"),
-    "bad_arm_override": (GOOD.replace("[arch=hrm_v1_gated]", "[arch.hiden_size=8]").encode(), "did you mean 'arch.hidden_size'"),
+    "bad_arm_override": (
+        GOOD.replace("[arch=hrm_v1_gated]", "[arch.hiden_size=8]").encode(),
+        "did you mean 'arch.hidden_size'",
+    ),
     "bad_space_key": (SEARCH.replace("  lr:", "  lrr:").encode(), "did you mean 'lr'"),
     "resources": (GOOD.replace("seeds:", "resources: {cpu: 512}\nseeds:").encode(), "needs 512 CPUs"),
     "gpu_resources": (GOOD.replace("seeds:", "resources: {cpu: 1, gpu: 3}\nseeds:").encode(), "GPUs"),
+    # fault injection is the tests' (trainables/faults.py), not a key of the sweep file
+    "test_hooks": (GOOD.replace("seeds:", "test_hooks: {pid_dir: /tmp}\nseeds:").encode(), "test_hooks"),
 }
 
 
@@ -91,11 +109,13 @@ def test_fault_exits_2_from_a_fresh_process(tmp_path):
     db = tmp_path / "mlflow.db"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
-    proc = subprocess.run([sys.executable, "-m", "sweeps", "run", str(path), f"storage_path={tmp_path / 'ray'}"],
+    proc = subprocess.run([sys.executable, "-m", "sweeps", "run", str(path),
+                           f"storage_path={tmp_path / 'ray'}"],
                           cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert errors == [errors[0]] and "duplicate key 'seeds'" in errors[0] and str(path) in errors[0], proc.stderr
+    assert errors == [errors[0]], proc.stderr
+    assert "duplicate key 'seeds'" in errors[0] and str(path) in errors[0], proc.stderr
     assert not db.exists() and not (tmp_path / "ray").exists()
 
 
@@ -105,12 +125,16 @@ def test_validation_does_not_import_ray(tmp_path):
         "s, p = load_spec('ablate_gating', 'smoke'); validate(s, p); print('ray' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env=env, capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("name", sorted(f[:-5] for f in os.listdir(os.path.join(PROJECT, "configs", "sweep")) if f.endswith(".yaml")))
+SHIPPED = sorted(f[:-5] for f in os.listdir(os.path.join(PROJECT, "configs", "sweep")) if f.endswith(".yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 @pytest.mark.parametrize("scale", ["smoke", "cpu"])
 def test_shipped_sweeps_validate(name, scale):
     from sweeps.spec import load_spec
@@ -125,7 +149,7 @@ def test_prepare_fingerprints_every_dataset_the_arms_train_on(tmp_path, sudoku4_
     with the one they train on, not the first arm's)."""
     from hrm_core.data.format import dataset_fingerprint
     from hrm_core.data.resolve import default_data_dir
-    from sweeps.runner import prepare
+    from sweeps.prepare import prepare
 
     path = tmp_path / "two_data.yaml"
     path.write_text(f"""\
@@ -141,4 +165,6 @@ scale: smoke
 """)
     prep = prepare(str(path), log=lambda *_: None)
     builtin = default_data_dir("sudoku4")
-    assert prep.fingerprints == {builtin: dataset_fingerprint(builtin), sudoku4_dataset: dataset_fingerprint(sudoku4_dataset)}
+    assert prep.fingerprints == {
+        builtin: dataset_fingerprint(builtin), sudoku4_dataset: dataset_fingerprint(sudoku4_dataset),
+    }

@@ -3,6 +3,7 @@ real Optuna, the tiny model on 4x4 Sudoku."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ from hrm_core import names
 from tests.conftest import child_runs as children
 from tests.conftest import no_duplicate_points, registered_checkpoint
 from tests.conftest import write_sweep as write
+from trainables import faults
 
 pytestmark = pytest.mark.slow
 
@@ -66,9 +68,11 @@ max_concurrent: 2
     assert per_step["gated"] > per_step["plain"] > 0  # the gates' MLPs cost FLOPs
     for k in kids:
         assert k.data.metrics[names.COMPUTE_TRAIN_FLOPS] == 16 * per_step[k.data.tags[names.TAG_ARM]]
-        assert k.data.metrics[names.COMPUTE_PLANNED_STEPS] == 16 and k.data.metrics[names.COMPUTE_DEVICE_SECONDS] > 0
+        assert k.data.metrics[names.COMPUTE_PLANNED_STEPS] == 16
+        assert k.data.metrics[names.COMPUTE_DEVICE_SECONDS] > 0
     parent = store.get_run(parent_id)
-    assert parent.data.metrics[names.COMPUTE_SWEEP_FLOPS] == sum(k.data.metrics[names.COMPUTE_TRAIN_FLOPS] for k in kids)
+    trained = sum(k.data.metrics[names.COMPUTE_TRAIN_FLOPS] for k in kids)
+    assert parent.data.metrics[names.COMPUTE_SWEEP_FLOPS] == trained
     assert parent.data.metrics[names.COMPUTE_SAVED_FLOPS] == 0
 
     # the report renders end to end on this real sweep, from MLflow alone
@@ -84,7 +88,8 @@ max_concurrent: 2
     nb = nbformat.read(str(tmp_path / "report" / "report.ipynb"), as_version=4)
     headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
     assert "## Compute" in headings and "## Health" in headings
-    assert "Compute to reach eval/exact_accuracy" in html and "training FLOPs" in html and "parent run totals" in html
+    assert "Compute to reach eval/exact_accuracy" in html
+    assert "training FLOPs" in html and "parent run totals" in html
     assert all(f"python -m sweeps reproduce {k.info.run_id}" in html for k in kids)
     # the alert rules check every trial (hrm.alerts set at its end; needs hrm_core/observe/alerts.py)
     assert all(names.TAG_ALERTS in k.data.tags for k in kids), "trials carry no hrm.alerts tag"
@@ -122,10 +127,13 @@ sampler: {type: random, seed: 0}  # draws lr 0.01, 0, 0.01, 0.01, 0, 0
         assert float(k.data.params["lr"]) == 0.0, "only the arm that cannot learn is stopped"
         assert max(no_duplicate_points(store, k.info.run_id)) < 24
     # the FLOPs early stopping saved: the steps the stopped trials did not take x FLOPs per step
-    saved = sum((24 - max(no_duplicate_points(store, k.info.run_id))) * k.data.metrics[names.COMPUTE_FLOPS_PER_STEP] for k in stopped)
+    saved = sum((24 - max(no_duplicate_points(store, k.info.run_id)))
+                * k.data.metrics[names.COMPUTE_FLOPS_PER_STEP] for k in stopped)
     assert saved > 0 and parent.data.metrics[names.COMPUTE_SAVED_FLOPS] == saved
-    assert parent.data.metrics[names.COMPUTE_SWEEP_FLOPS] == sum(k.data.metrics[names.COMPUTE_TRAIN_FLOPS] for k in kids)
-    study = optuna.load_study(study_name=parent.data.tags[names.TAG_OPTUNA_STUDY], storage=parent.data.tags[names.TAG_OPTUNA_STORAGE])
+    trained = sum(k.data.metrics[names.COMPUTE_TRAIN_FLOPS] for k in kids)
+    assert parent.data.metrics[names.COMPUTE_SWEEP_FLOPS] == trained
+    study = optuna.load_study(study_name=parent.data.tags[names.TAG_OPTUNA_STUDY],
+                              storage=parent.data.tags[names.TAG_OPTUNA_STORAGE])
     states = sorted(t.state.name for t in study.trials)
     assert states.count("PRUNED") == len(stopped)
     assert states.count("COMPLETE") == 6 - len(stopped)
@@ -157,9 +165,10 @@ resources: {cpu: 0.5}
         no_duplicate_points(store, k.info.run_id)
 
 
-def test_diverged_trial_ends_diverged_and_the_sweep_goes_on(ray_local, store, tmp_path):
+def test_diverged_trial_ends_diverged_and_the_sweep_goes_on(ray_local, store, tmp_path, monkeypatch):
     from sweeps.runner import run_sweep
 
+    monkeypatch.setenv(faults.ENV, json.dumps({"inject_nan_arm": "nan", "inject_nan_at": 9}))
     path = write(tmp_path, """\
 name: e2e_nan
 kind: ablation
@@ -169,7 +178,6 @@ arms:
   ok: [lr=0.001]
   nan: [lr=0.001, puzzle_emb_lr=0]
 seeds: [0]
-test_hooks: {inject_nan_arm: nan, inject_nan_at: 9}
 """ + SMOKE)
     parent_id = run_sweep(path, log=lambda *_: None)
     kids = {k.data.tags[names.TAG_ARM]: k for k in children(store, parent_id)}
@@ -186,14 +194,15 @@ test_hooks: {inject_nan_arm: nan, inject_nan_at: 9}
     assert "puzzle_emb_frozen" not in kids["ok"].data.tags[names.TAG_ALERTS]  # checked: the tag is there
 
 
-def test_killed_trial_resumes_from_its_checkpoint(ray_local, store, tmp_path):
+def test_killed_trial_resumes_from_its_checkpoint(ray_local, store, tmp_path, monkeypatch):
     """SIGKILL a trial's worker mid-run: it resumes at its checkpoint, keeps its one MLflow
     run, and ends with the same metrics as an identical trial that was not killed."""
     from sweeps.runner import run_sweep
 
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
-    path = write(tmp_path, f"""\
+    monkeypatch.setenv(faults.ENV, json.dumps({"pid_dir": str(pid_dir)}))
+    path = write(tmp_path, """\
 name: e2e_kill
 kind: ablation
 base: [data=sudoku4, max_steps=40, eval_every_steps=8]
@@ -204,7 +213,6 @@ arms:
 seeds: [0]
 max_concurrent: 2
 max_failures: 2
-test_hooks: {{pid_dir: {pid_dir}}}
 """ + SMOKE)
     killed = {}
 
@@ -232,8 +240,10 @@ test_hooks: {{pid_dir: {pid_dir}}}
     assert resumed and resumed[0].value > 0
     assert no_duplicate_points(store, victim.info.run_id) == list(range(1, 41))
     for key in ("train/lm_loss", "eval/accuracy", "eval/lm_loss"):
-        a = [(m.step, m.value) for m in sorted(store.get_metric_history(victim.info.run_id, key), key=lambda m: m.step)]
-        b = [(m.step, m.value) for m in sorted(store.get_metric_history(twin.info.run_id, key), key=lambda m: m.step)]
+        a = [(m.step, m.value)
+             for m in sorted(store.get_metric_history(victim.info.run_id, key), key=lambda m: m.step)]
+        b = [(m.step, m.value)
+             for m in sorted(store.get_metric_history(twin.info.run_id, key), key=lambda m: m.step)]
         assert a == b, key
 
 
@@ -258,8 +268,9 @@ seeds: [0]
 max_concurrent: 1
 """ + SMOKE)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    driver = subprocess.Popen([sys.executable, "-m", "sweeps", "run", path, "--no-report"], cwd=PROJECT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen([sys.executable, "-m", "sweeps", "run", path, "--no-report"], cwd=PROJECT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     exp_name = names.experiment_name("e2e_driver_kill")
     deadline = time.time() + 300
     finished_before: dict[str, tuple] = {}
@@ -269,27 +280,34 @@ max_concurrent: 1
             exp = store.get_experiment_by_name(exp_name)
             if exp is None:
                 continue
-            kids = store.search_runs([exp.experiment_id], filter_string=f"tags.`{names.TAG_RUN_KIND}` = 'trial'")
+            kids = store.search_runs([exp.experiment_id],
+                                     filter_string=f"tags.`{names.TAG_RUN_KIND}` = 'trial'")
             done = [k for k in kids if k.data.tags.get(names.TAG_OUTCOME) == names.OUTCOME_COMPLETED]
             running = [k for k in kids if k.info.status == "RUNNING"]
             if done and running and store.get_metric_history(running[0].info.run_id, "eval/accuracy"):
-                finished_before = {k.info.run_id: (k.info.end_time, len(store.get_metric_history(k.info.run_id, "train/lm_loss"))) for k in done}
+                finished_before = {
+                    k.info.run_id: (k.info.end_time,
+                                    len(store.get_metric_history(k.info.run_id, "train/lm_loss")))
+                    for k in done
+                }
                 break
         assert finished_before, "the sweep never reached the kill point"
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
         driver.wait()
-    proc = subprocess.run([sys.executable, "-m", "sweeps", "resume", path, "--no-report"], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "sweeps", "resume", path, "--no-report"], cwd=PROJECT,
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = store.get_experiment_by_name(exp_name)
     (parent,) = store.search_runs([exp.experiment_id], filter_string=f"tags.`{names.TAG_RUN_KIND}` = 'sweep'")
     assert parent.data.tags[names.TAG_SWEEP_STATUS] == "finished" and parent.info.status == "FINISHED"
     kids = children(store, parent.info.run_id)
     assert len(kids) == 3, [k.info.run_name for k in kids]
-    assert sorted((k.data.tags[names.TAG_ARM], k.data.tags[names.TAG_SEED]) for k in kids) == [("a", "0"), ("b", "0"), ("c", "0")]
+    pairs = sorted((k.data.tags[names.TAG_ARM], k.data.tags[names.TAG_SEED]) for k in kids)
+    assert pairs == [("a", "0"), ("b", "0"), ("c", "0")]
     for k in kids:
-        assert k.info.status == "FINISHED" and k.data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED, k.info.run_name
+        assert k.info.status == "FINISHED", k.info.run_name
+        assert k.data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED, k.info.run_name
         assert no_duplicate_points(store, k.info.run_id) == list(range(1, 25))
     for run_id, (end_time, points) in finished_before.items():
         run = store.get_run(run_id)

@@ -5,6 +5,7 @@ tiny model on 4x4 Sudoku; nothing touches CUDA."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import threading
@@ -17,6 +18,7 @@ from tests.conftest import child_runs as children
 from tests.conftest import no_duplicate_points as steps_of
 from tests.conftest import registered_checkpoint
 from tests.conftest import write_sweep as write
+from trainables import faults
 from trainables.resources import (
     DRIVER_MEMORY,
     check_fits,
@@ -37,7 +39,8 @@ class Res:
 def test_trial_resources_shapes():
     assert trial_resources(Res(2, 0.5)) == {"cpu": 2.0, "gpu": 0.5}
     pgf = trial_resources(Res(1, 1, workers=4))
-    assert pgf.bundles == [{"memory": DRIVER_MEMORY}], "no CPU for the driver; the workers' bundles are Train's own"
+    assert pgf.bundles == [{"memory": DRIVER_MEMORY}], \
+        "no CPU for the driver; the workers' bundles are Train's own"
     with pytest.raises(Exception, match="one whole GPU"):
         trial_resources(Res(1, 0.5, workers=2))
     with pytest.raises(Exception, match="whole number"):
@@ -55,7 +58,8 @@ def test_cluster_fit_and_concurrency_cap():
 
 
 def test_device_choice():
-    assert pick_device("cpu", ["0"], cuda_available=False) == ("cpu", "device=cpu although the trial holds GPU share(s) ['0']: they stay idle")
+    idle = "device=cpu although the trial holds GPU share(s) ['0']: they stay idle"
+    assert pick_device("cpu", ["0"], cuda_available=False) == ("cpu", idle)
     assert pick_device("auto", [], cuda_available=True) == ("cpu", None)
     assert pick_device("auto", ["1"], cuda_available=True) == ("cuda", None)
     with pytest.raises(Exception, match="torch sees no CUDA device") as err:
@@ -79,23 +83,11 @@ def ray_scale():
 
 @pytest.fixture
 def scale_runner(monkeypatch, ray_scale):
-    """The runner as it is once the lead applies the change this work asks for in
-    ``sweeps/runner.py`` (``workers_per_trial`` in the trial context, resources from
-    ``trial_resources``), and resources checked against the running Ray (its logical
-    GPUs), not torch's device count. Idempotent: harmless once runner.py has it."""
-    from ray import tune
-
+    """The runner, with resources checked against the running Ray (its logical GPUs), not
+    torch's device count."""
     import sweeps.runner as runner
     import sweeps.validate as validate
     from hrm_core.errors import UserError
-    from trainables.hrm_trainable import train_hrm
-
-    parts = runner._tuner_parts
-
-    def tuner_parts(prep, *args, **kwargs):
-        ctx, _, run_config, key = parts(prep, *args, **kwargs)
-        ctx["workers_per_trial"] = prep.spec.resources.workers
-        return ctx, tune.with_resources(train_hrm, trial_resources(prep.spec.resources)), run_config, key
 
     def check_resources(spec, path):
         try:
@@ -104,7 +96,6 @@ def scale_runner(monkeypatch, ray_scale):
             raise UserError(f"{path}: {err}") from None
         return "the test's Ray"
 
-    monkeypatch.setattr(runner, "_tuner_parts", tuner_parts)
     monkeypatch.setattr(validate, "check_resources", check_resources)
     return runner
 
@@ -123,18 +114,19 @@ max_failures: 2
 
 
 @pytest.mark.slow
-def test_two_worker_ddp_trial_restores_and_matches_one_process(scale_runner, store, tmp_path):
+def test_two_worker_ddp_trial_restores_and_matches_one_process(scale_runner, store, tmp_path, monkeypatch):
     """A 2-rank gloo TorchTrainer trial, its rank 0 SIGKILLed after its first checkpoint:
     Tune retries it from that checkpoint (every rank its own file), it completes in
     MLflow with every step once, and its weights agree with a 1-process run's."""
     from hrm_core.train import checkpoint as ckpt
     from hrm_core.train.trainer import Trainer
     from sweeps.spec import load_spec
-    from trainables.hrm_trainable import SWEEP_KEY, trial_setup
+    from trainables.trial import SWEEP_KEY, TRIAL_KEY, trial_setup
 
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
-    path = write(tmp_path, DDP_SWEEP + f"test_hooks: {{pid_dir: {pid_dir}}}\n" + SMOKE)
+    monkeypatch.setenv(faults.ENV, json.dumps({"pid_dir": str(pid_dir)}))
+    path = write(tmp_path, DDP_SWEEP + SMOKE)
     killed = {}
 
     def killer():
@@ -164,7 +156,8 @@ def test_two_worker_ddp_trial_restores_and_matches_one_process(scale_runner, sto
     assert resumed and resumed[0].value >= 6, "the retried trial restored from its Tune checkpoint"
 
     # The trial's final Tune checkpoint holds every rank's state.
-    final = max((tmp_path / "ray").glob("**/train_hrm*/checkpoint_*"), key=lambda p: int(p.name.split("_")[-1]))
+    final = max((tmp_path / "ray").glob("**/train_hrm*/checkpoint_*"),
+                key=lambda p: int(p.name.split("_")[-1]))
     assert {p.name for p in final.iterdir()} == {"state.pt", "state.rank1.pt"}
     two = ckpt.load(str(final / "state.pt"))
     assert two["step"] == 24
@@ -172,13 +165,15 @@ def test_two_worker_ddp_trial_restores_and_matches_one_process(scale_runner, sto
     # The same configuration in one process (no Ray): the weights agree up to the order of
     # floating-point sums (all-reduce of two halves vs one batch).
     spec, _ = load_spec(path)
-    config = {SWEEP_KEY: {"base": list(spec.base), "name": spec.name}, "__trial": {"arm": "a", "overrides": ["seed=0"]}}
+    config = {SWEEP_KEY: {"base": list(spec.base), "name": spec.name},
+              TRIAL_KEY: {"arm": "a", "overrides": ["seed=0"]}}
     cfg, device, _, _ = trial_setup(config, [], cpus=1)
     run_dir = str(tmp_path / "one")
     cfg = cfg.model_copy(update={"checkpoint_path": run_dir})
     one = Trainer(cfg, cfg.data_path, run_dir, device, [], log=lambda *_: None)
     one.fit()
-    worst = max((a.float() - two["model"][k].float()).abs().max().item() for k, a in one.model.state_dict().items())
+    worst = max((a.float() - two["model"][k].float()).abs().max().item()
+                for k, a in one.model.state_dict().items())
     assert worst < 1e-4, worst
 
 
@@ -225,7 +220,8 @@ seeds: [0]
 max_concurrent: 4
 """ + SMOKE)
     parent_id = run_sweep(path, log=lambda *_: None)
-    before = {k.info.run_id: (k.info.end_time, len(store.get_metric_history(k.info.run_id, "train/lm_loss"))) for k in children(store, parent_id)}
+    before = {k.info.run_id: (k.info.end_time, len(store.get_metric_history(k.info.run_id, "train/lm_loss")))
+              for k in children(store, parent_id)}
     assert len(before) == 2
 
     assert extend_sweep(path, overrides=["seeds=[0, 1]"], log=lambda *_: None) == parent_id
@@ -235,9 +231,11 @@ max_concurrent: 4
     pairs = sorted((k.data.tags[names.TAG_ARM], k.data.tags[names.TAG_SEED]) for k in kids)
     assert pairs == [("a", "0"), ("a", "1"), ("b", "0"), ("b", "1")], "arms x 2 seeds, no pair twice"
     for k in kids:
-        assert k.data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED and k.data.tags[names.TAG_MLFLOW_PARENT] == parent_id
+        assert k.data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED
+        assert k.data.tags[names.TAG_MLFLOW_PARENT] == parent_id
         if k.info.run_id in before:  # untouched: same end time, same points
-            assert (k.info.end_time, len(store.get_metric_history(k.info.run_id, "train/lm_loss"))) == before[k.info.run_id]
+            points = len(store.get_metric_history(k.info.run_id, "train/lm_loss"))
+            assert (k.info.end_time, points) == before[k.info.run_id]
         else:
             assert k.data.tags[names.TAG_SEED] == "1" and steps_of(store, k.info.run_id) == list(range(1, 7))
 

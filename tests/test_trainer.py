@@ -11,7 +11,7 @@ import torch
 from hrm_core import names
 from hrm_core.config.compose import compose_config
 from hrm_core.observe.callbacks import Callback, JsonlSink
-from hrm_core.pretrain import resolve_runtime
+from hrm_core.train.runtime import resolve_runtime
 from hrm_core.train.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -30,8 +30,8 @@ class StopAt(Callback):
 
 def make_trainer(data: str, run_dir: str, *overrides: str, callbacks=()):
     cfg = compose_config([
-        "arch=hrm_tiny", f"data_path={data}", "global_batch_size=16", "epochs=1", "eval_interval=null", "lr=3e-3",
-        "lr_warmup_steps=3", "lr_min_ratio=0.1", "eval_every_steps=4", "checkpoint_every_steps=4",
+        "arch=hrm_tiny", f"data_path={data}", "global_batch_size=16", "epochs=1", "eval_interval=null",
+        "lr=3e-3", "lr_warmup_steps=3", "lr_min_ratio=0.1", "eval_every_steps=4", "checkpoint_every_steps=4",
         "progress=false", "arch.halt_max_steps=3", f"checkpoint_path={run_dir}", *overrides,
     ])
     cfg = resolve_runtime(cfg, CPU)
@@ -70,10 +70,12 @@ def test_exact_resume_is_bitwise(sudoku4_dataset, tmp_path, dtype):
     stopped = make_trainer(sudoku4_dataset, str(tmp_path / "resumed"), dt, callbacks=[StopAt(k)])
     with pytest.raises(KeyboardInterrupt):
         stopped.fit()
-    resumed = make_trainer(sudoku4_dataset, str(tmp_path / "resumed"), dt, f"resume_from={tmp_path / 'resumed'}")
+    resumed = make_trainer(sudoku4_dataset, str(tmp_path / "resumed"), dt,
+                           f"resume_from={tmp_path / 'resumed'}")
     assert resumed.resumed_from_step == k
     seen_steps = []
-    resumed.callbacks.callbacks.append(type("Rec", (Callback,), {"on_train_metrics": lambda s, step, m: seen_steps.append(step)})())
+    record = {"on_train_metrics": lambda s, step, m: seen_steps.append(step)}
+    resumed.callbacks.callbacks.append(type("Rec", (Callback,), record)())
     resumed.fit()
     assert seen_steps[0] == k and seen_steps[1] == k + 1, "no step <= k is run again"
 
@@ -124,7 +126,8 @@ def test_seeds_are_separate_streams(sudoku4_dataset, tmp_path):
 
 def test_divergence_ends_the_run_as_diverged(sudoku4_dataset, tmp_path):
     ends = []
-    rec = type("Rec", (Callback,), {"on_run_end": lambda s, step, outcome, error=None: ends.append(outcome)})()
+    record = {"on_run_end": lambda s, step, outcome, error=None: ends.append(outcome)}
+    rec = type("Rec", (Callback,), record)()
     tr = make_trainer(sudoku4_dataset, str(tmp_path / "nan"), "lr=1e20", "lr_warmup_steps=0", callbacks=[rec])
     assert tr.fit() == names.OUTCOME_DIVERGED
     assert ends == [names.OUTCOME_DIVERGED]

@@ -17,8 +17,8 @@ DIMS = ModelDims(vocab_size=11, seq_len=16, num_puzzle_identifiers=3)
 
 
 def arch(**kw) -> ArchConfig:
-    base = dict(hidden_size=32, num_heads=2, H_layers=1, L_layers=2, H_cycles=2, L_cycles=2, puzzle_emb_ndim=32,
-                halt_max_steps=4, forward_dtype="float32")
+    base = dict(hidden_size=32, num_heads=2, H_layers=1, L_layers=2, H_cycles=2, L_cycles=2,
+                puzzle_emb_ndim=32, halt_max_steps=4, forward_dtype="float32")
     return ArchConfig(**{**base, **kw})
 
 
@@ -44,7 +44,8 @@ def run(model, b, carry=None, gen_seed=0):
 # --- disabled variants are the vanilla model, bit for bit ---------------------------------------
 def test_disabled_variants_are_bit_for_bit_vanilla():
     vanilla = seeded(arch())
-    knobs = arch(gate_hidden_ratio=3.0, gate_init_bias=1.5, subgoal_head=SubgoalHeadConfig(manager_period=7, goal_dim=8))
+    knobs = arch(gate_hidden_ratio=3.0, gate_init_bias=1.5,
+                 subgoal_head=SubgoalHeadConfig(manager_period=7, goal_dim=8))
     disabled = seeded(knobs)
     a, b_ = vanilla.state_dict(), disabled.state_dict()
     assert a.keys() == b_.keys()
@@ -101,7 +102,8 @@ def test_gradient_reaches_every_gate_parameter_within_two_steps():
 def test_gate_regularisers_add_to_the_loss_only_when_weighted():
     b = batch()
     plain = seeded(arch(use_gating=True)).train()
-    weighted = seeded(arch(use_gating=True), {"gate_saturation_weight": 1.0, "gate_stability_weight": 1.0}).train()
+    weights = {"gate_saturation_weight": 1.0, "gate_stability_weight": 1.0}
+    weighted = seeded(arch(use_gating=True), weights).train()
     _, l_plain, *_ = run(plain, b)
     _, l_weighted, *_ = run(weighted, b)
     # gates at sigmoid(-2.2) = 0.1: saturation term 1 - 4 * 0.1 * 0.9 = 0.64 per row, per module
@@ -117,7 +119,8 @@ def _feudal_grads(weights, **arch_kw):
     _, loss, _, out, _ = run(model, batch())
     # only the feudal terms, each applied to its own parameters
     backward_all(torch.zeros((), requires_grad=True), out["side_losses"], 1.0)
-    grads = {n: (p.grad.abs().sum().item() if p.grad is not None else 0.0) for n, p in model.named_parameters()}
+    grads = {n: (p.grad.abs().sum().item() if p.grad is not None else 0.0)
+             for n, p in model.named_parameters()}
     return model, grads
 
 
@@ -160,7 +163,8 @@ def test_closing_the_goal_gate_cannot_lower_the_feudal_loss():
 
 @pytest.mark.parametrize("period", [1, 2, 4])
 def test_goal_refreshes_follow_manager_period(period):
-    cfg = arch(subgoal_head=SubgoalHeadConfig(enabled=True, manager_period=period), halt_max_steps=8, halt_exploration_prob=0.0)
+    cfg = arch(subgoal_head=SubgoalHeadConfig(enabled=True, manager_period=period), halt_max_steps=8,
+               halt_exploration_prob=0.0)
     model = seeded(cfg).train()
     b = batch()
     carry, refreshes = None, 0
@@ -174,10 +178,10 @@ def test_goal_state_resets_when_a_row_halts():
     model = seeded(arch(**FEUDAL, halt_exploration_prob=0.0)).train()
     b = batch()
     carry, *_ = run(model, b)
-    assert carry.inner.feudal["age"].tolist() == [1] * 6
+    assert carry.inner.variants["feudal"]["age"].tolist() == [1] * 6
     carry.halted = torch.tensor([True, False, True, False, False, False])
     carry, _, _, out, _ = run(model, b, carry)
-    assert carry.inner.feudal["age"].tolist() == [1, 2, 1, 2, 2, 2]
+    assert carry.inner.variants["feudal"]["age"].tolist() == [1, 2, 1, 2, 2, 2]
 
 
 def test_random_goals_arm_uses_no_manager():
@@ -206,7 +210,9 @@ def _flat(d, prefix=""):
 def test_variant_configs_differ_from_hrm_v1_only_in_their_name(name, expected):
     base = _flat(compose_raw(["arch=hrm_v1"]))
     variant = _flat(compose_raw([f"arch={name}"]))
-    assert _flat(compose_config([f"arch={name}"]).model_dump()) == {**_flat(compose_config(["arch=hrm_v1"]).model_dump()), **{k: variant[k] for k in expected}}
+    vanilla = _flat(compose_config(["arch=hrm_v1"]).model_dump())
+    composed = _flat(compose_config([f"arch={name}"]).model_dump())
+    assert composed == {**vanilla, **{k: variant[k] for k in expected}}
     assert base.keys() == variant.keys()
     assert {k for k in base if base[k] != variant[k]} == expected
 

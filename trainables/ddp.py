@@ -38,10 +38,10 @@ import uuid
 from hrm_core import names
 from hrm_core.train import checkpoint as ckpt
 from hrm_core.train.trainer import Trainer
+from trainables.trial import SWEEP_KEY, arm_faults, in_run_dir, trial_setup
 from trainables.tune_sink import TuneSink
 
 logger = logging.getLogger(__name__)
-TAG_WORKERS = "hrm.workers"  # DDP world size of the trial
 
 
 class RelaySink(TuneSink):
@@ -96,7 +96,8 @@ def report_file(metrics: dict, path: str, name: str, scratch: str, dir_name: str
             os.link(path, os.path.join(tmp, name))
         except OSError:
             shutil.copy2(path, os.path.join(tmp, name))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=dir_name)
+        checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=dir_name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -109,7 +110,6 @@ def _worker_loop(loop_config: dict) -> None:
     import torch.distributed as dist
 
     from hrm_core.train.distributed import DistContext
-    from trainables.hrm_trainable import TAG_GPU_IDS, apply_test_hooks, trial_setup
 
     config = loop_config["config"]
     context = ray.train.get_context()
@@ -124,21 +124,17 @@ def _worker_loop(loop_config: dict) -> None:
         torch.cuda.set_device(device)
     dist_ctx = DistContext(rank, world, context.get_local_rank())
     gathered: list = [None] * world
-    dist.all_gather_object(gathered, tags[TAG_GPU_IDS])
-    tags = {**tags, TAG_GPU_IDS: ";".join(gathered) if any(gathered) else "", TAG_WORKERS: str(world)}
+    dist.all_gather_object(gathered, tags[names.TAG_GPU_IDS])
+    gpu_ids = ";".join(gathered) if any(gathered) else ""
+    tags = {**tags, names.TAG_GPU_IDS: gpu_ids, names.TAG_WORKERS: str(world)}
 
     run_dir = loop_config["run_dir"]  # local to each node; ranks write distinct files
-    os.makedirs(run_dir, exist_ok=True)
-    cfg = cfg.model_copy(update={"checkpoint_path": run_dir})
-    restore = loop_config.get("checkpoint")
-    if restore is not None:  # the trial's last Tune checkpoint: every rank's own file
-        local = restore.to_directory(os.path.join(run_dir, f"restore.rank{rank}"))
-        cfg = cfg.model_copy(update={"resume_from": os.path.join(local, "state.pt")})
+    # the trial's last Tune checkpoint holds every rank's own file
+    cfg = in_run_dir(cfg, run_dir, loop_config.get("checkpoint"), f"restore.rank{rank}")
     sink = RelaySink(tags) if rank == 0 else None
-    trainer = DDPTrainer(
-        cfg, cfg.data_path, run_dir, device, [sink] if sink else [], dist_ctx=dist_ctx, log=lambda *_: None, sink=sink
-    )
-    apply_test_hooks(trainer, config, trial, write_pid=rank == 0)  # tests kill rank 0's worker
+    trainer = DDPTrainer(cfg, cfg.data_path, run_dir, device, [sink] if sink else [], dist_ctx=dist_ctx,
+                         log=lambda *_: None, sink=sink)
+    arm_faults(trainer, config, trial, write_pid=rank == 0)  # tests kill rank 0's worker
     trainer.fit()
     # The outcome (completed or diverged) is the same on every rank (an error raises):
     # every rank reaches this last, collective report; rank 0's carries the outcome.
@@ -169,7 +165,6 @@ def train_hrm_ddp(config: dict) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Empty, Queue
 
-    from trainables.hrm_trainable import SWEEP_KEY
     from trainables.resources import worker_scaling
 
     ctx = config[SWEEP_KEY]

@@ -49,11 +49,14 @@ def check_resources(res: ResourcesLike) -> None:
     """Reject GPU shares Ray or NCCL cannot honour, in one line, before anything starts."""
     gpu, workers = float(res.gpu), int(res.workers)
     if gpu > 1 and gpu != int(gpu):
-        raise UserError(f"resources.gpu: {gpu:g} GPUs; above 1 a share must be a whole number of GPUs (Ray's rule)")
+        raise UserError(
+            f"resources.gpu: {gpu:g} GPUs; above 1 a share must be a whole number of GPUs (Ray's rule)"
+        )
     if workers > 1 and gpu not in (0.0, 1.0):
         raise UserError(
             f"resources.gpu: {gpu:g} with workers: {workers}; each DDP rank drives exactly one whole GPU "
-            "(NCCL cannot put two ranks on one device, and a rank uses one device): use gpu: 1, or gpu: 0 for CPU ranks"
+            "(NCCL cannot put two ranks on one device, and a rank uses one device): "
+            "use gpu: 1, or gpu: 0 for CPU ranks"
         )
 
 
@@ -100,7 +103,8 @@ def check_fits(res: ResourcesLike, cluster: dict[str, float], where: str = "the 
         have = float(cluster.get(key, 0.0))
         if need[key] > have + 1e-9:
             raise UserError(
-                f"resources: a trial needs {need[key]:g} {label} ({int(res.workers)} worker(s) x {getattr(res, key.lower()):g}), "
+                f"resources: a trial needs {need[key]:g} {label} "
+                f"({int(res.workers)} worker(s) x {getattr(res, key.lower()):g}), "
                 f"{where} has {have:g}"
             )
 
@@ -131,12 +135,14 @@ def pick_device(requested: str, gpu_ids: list, cuda_available: bool) -> tuple[st
       Ray did not give it, and share it unknowingly with another trial).
     """
     if requested == "cpu":
-        warning = f"device=cpu although the trial holds GPU share(s) {list(gpu_ids)}: they stay idle" if gpu_ids else None
-        return "cpu", warning
+        if not gpu_ids:
+            return "cpu", None
+        return "cpu", f"device=cpu although the trial holds GPU share(s) {list(gpu_ids)}: they stay idle"
     if gpu_ids:
         if not cuda_available:
             raise UserError(
-                f"the trial holds GPU(s) {list(gpu_ids)} (resources.gpu > 0) but torch sees no CUDA device here "
+                f"the trial holds GPU(s) {list(gpu_ids)} (resources.gpu > 0) "
+                "but torch sees no CUDA device here "
                 f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); "
                 "use a CUDA build of torch on a GPU node, or set device=cpu"
             )

@@ -30,7 +30,8 @@ HISTORY = "hrm_history"  # [(step, {metric: value})] since the last report
 RUN_INFO = "hrm_run_info"  # params, tags and the run context, sent with the first report of an attempt
 TOTAL_STEPS = "hrm_total_steps"
 OUTCOME = "hrm_outcome"
-ALERTS = "hrm_alerts"  # [(step, rule, message)] alerts fired since the last report (hrm_core/observe/alerts.py)
+# [(step, rule, message)] alerts fired since the last report (hrm_core/observe/alerts.py)
+ALERTS = "hrm_alerts"
 STEP = "step"  # ASHA's time attribute: the global optimizer step
 
 
@@ -58,7 +59,8 @@ class _Reporter:
             payload, ckpt_dir = item
             try:
                 if not (self.stopped or self.error):
-                    tune.report(payload, checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
+                    checkpoint = tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
+                    tune.report(payload, checkpoint=checkpoint)
             except SystemExit:
                 self.stopped = True
             except BaseException as err:  # noqa: BLE001 - re-raised in the train loop
@@ -111,7 +113,9 @@ class TuneSink(Callback):
         self.total_steps = info.total_steps
         self.info = {
             "params": {k: str(v) for k, v in flatten(info.config).items()},
-            "tags": {names.TAG_CONFIG_HASH: info.config_hash, "hrm.hardware": info.hardware, **self.extra_tags},
+            "tags": {
+                names.TAG_CONFIG_HASH: info.config_hash, names.TAG_HARDWARE: info.hardware, **self.extra_tags,
+            },
             "num_params": info.num_params,
             # the run context (hrm_core/observe/run_context.py) as JSON text: Tune never flattens it
             "context": to_json(info.context) if info.context else "",
@@ -162,7 +166,8 @@ class TuneSink(Callback):
     def on_run_end(self, step, outcome, error=None):
         from ray import tune
 
-        final = self._payload(step, outcome) if outcome in (names.OUTCOME_COMPLETED, names.OUTCOME_DIVERGED) else None
+        finished = outcome in (names.OUTCOME_COMPLETED, names.OUTCOME_DIVERGED)
+        final = self._payload(step, outcome) if finished else None
         if self.reporter is None:
             if final is not None:
                 tune.report(final)

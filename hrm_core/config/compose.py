@@ -15,6 +15,14 @@ from hrm_core.config.schema import VALID_KEYS, TrainConfig, validate_config
 from hrm_core.errors import ConfigError, unknown_key_message
 from hrm_core.paths import project_root
 
+__all__ = [
+    "config_dir",
+    "group_options",
+    "compose_raw",
+    "compose_config",
+    "to_yaml",
+]
+
 
 def config_dir() -> str:
     return os.path.join(project_root(), "configs")
@@ -50,7 +58,11 @@ def _schema_keys_added(overrides: Sequence[str]) -> list[str]:
     out = []
     for o in overrides:
         key = o.split("=", 1)[0]
-        out.append(f"++{o}" if "=" in o and key in VALID_KEYS and not key.startswith(("+", "~")) and "." in key else o)
+        out.append(
+            f"++{o}"
+            if "=" in o and key in VALID_KEYS and not key.startswith(("+", "~")) and "." in key
+            else o
+        )
     return out
 
 

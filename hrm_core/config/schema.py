@@ -14,6 +14,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hrm_core.errors import ConfigError, unknown_key_message
 
+__all__ = [
+    "SubgoalHeadConfig",
+    "ArchConfig",
+    "LossConfig",
+    "DataBuildConfig",
+    "DataConfig",
+    "CurriculumStage",
+    "CurriculumConfig",
+    "TrackingConfig",
+    "DiagnosticsConfig",
+    "AlertsConfig",
+    "TrainConfig",
+    "VALID_KEYS",
+    "validate_config",
+    "config_hash",
+    "flatten",
+]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -64,12 +82,16 @@ class ArchConfig(_Strict):
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ArchConfig:
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"arch.hidden_size ({self.hidden_size}) must be divisible by arch.num_heads ({self.num_heads})")
+            raise ValueError(
+                f"arch.hidden_size ({self.hidden_size}) must be divisible by arch.num_heads "
+                f"({self.num_heads})"
+            )
         if (self.hidden_size // self.num_heads) % 2:
             raise ValueError("arch.hidden_size / arch.num_heads must be even (RoPE rotates pairs)")
         if self.subgoal_head.goal_dim is not None and self.subgoal_head.goal_dim > self.hidden_size:
             raise ValueError(
-                f"arch.subgoal_head.goal_dim ({self.subgoal_head.goal_dim}) must be <= arch.hidden_size ({self.hidden_size})"
+                f"arch.subgoal_head.goal_dim ({self.subgoal_head.goal_dim}) must be <= arch.hidden_size "
+                f"({self.hidden_size})"
             )
         return self
 
@@ -121,7 +143,9 @@ class CurriculumConfig(_Strict):
     @model_validator(mode="after")
     def _not_empty(self) -> CurriculumConfig:
         if self.stages is not None and not self.stages:
-            raise ValueError("curriculum.stages is empty: give at least one stage (or curriculum.stages=null for none)")
+            raise ValueError(
+                "curriculum.stages is empty: give at least one stage (or curriculum.stages=null for none)"
+            )
         for i, stage in enumerate(self.stages or []):
             if stage.data and stage.data_path:
                 raise ValueError(f"curriculum.stages[{i}]: give data or data_path, not both")
@@ -244,19 +268,26 @@ class TrainConfig(_Strict):
         if self.eval_interval is not None and self.epochs % self.eval_interval:
             hint = next(d for d in range(max(1, self.epochs // 10), 0, -1) if self.epochs % d == 0)
             raise ValueError(
-                f"eval_interval ({self.eval_interval}) must divide epochs ({self.epochs}); e.g. eval_interval={hint}, or eval_interval=null to evaluate only at the end"
+                f"eval_interval ({self.eval_interval}) must divide epochs ({self.epochs}); e.g. "
+                f"eval_interval={hint}, or eval_interval=null to evaluate only at the end"
             )
         head = self.arch.subgoal_head.enabled
         for key in ("feudal_loss_weight", "feudal_manager_weight"):
             if getattr(self.loss, key) > 0 and not head:
                 raise ValueError(
-                    f"loss.{key} > 0 needs the feudal subgoal head: set arch.subgoal_head.enabled=true (or arch=hrm_v1_feudal)"
+                    f"loss.{key} > 0 needs the feudal subgoal head: set arch.subgoal_head.enabled=true (or "
+                    "arch=hrm_v1_feudal)"
                 )
         for key in ("gate_saturation_weight", "gate_stability_weight"):
             if getattr(self.loss, key) > 0 and not self.arch.use_gating:
-                raise ValueError(f"loss.{key} > 0 needs gates: set arch.use_gating=true (or arch=hrm_v1_gated)")
+                raise ValueError(
+                    f"loss.{key} > 0 needs gates: set arch.use_gating=true (or arch=hrm_v1_gated)"
+                )
         if self.resume_from and self.init_from:
-            raise ValueError("resume_from and init_from are exclusive: resume continues a run, init_from only loads weights")
+            raise ValueError(
+                "resume_from and init_from are exclusive: resume continues a run, init_from only loads "
+                "weights"
+            )
         return self
 
     @property
@@ -305,10 +336,18 @@ def validate_config(raw: dict[str, Any]) -> TrainConfig:
 
 def config_hash(cfg: TrainConfig) -> str:
     """Stable hash of the resolved config (run names and output paths excluded)."""
-    payload = cfg.model_dump(exclude={
-        "run_name", "project_name", "checkpoint_path", "resume_from", "progress", "tracking",
-        "diagnostics", "alerts",  # observe the run, change no number
-    })
+    payload = cfg.model_dump(
+        exclude={
+            "run_name",
+            "project_name",
+            "checkpoint_path",
+            "resume_from",
+            "progress",
+            "tracking",
+            "diagnostics",
+            "alerts",  # observe the run, change no number
+        }
+    )
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

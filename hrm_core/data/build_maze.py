@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,14 +30,16 @@ from hrm_core.data import maze
 from hrm_core.data.arc import dihedral
 from hrm_core.data.builder import (
     BuildError,
+    add_source_csv_args,
+    cli_build,
+    cli_main,
     csv_rows,
-    params_from_args,
-    run_cli,
-    staged_output,
+    new_parser,
+    recipe,
     subsample,
-    write_build_info,
+    write_train_test,
 )
-from hrm_core.data.format import PuzzleDatasetMetadata, write_identifiers, write_split
+from hrm_core.data.format import PuzzleDatasetMetadata
 
 BUILDER = "hrm_core.data.build_maze"
 KIND = "maze"
@@ -57,6 +60,9 @@ class MazeBuildParams:
     seed: int = 0
     source_csv: str | None = None
     source_csv_test: str | None = None
+
+    def __post_init__(self) -> None:
+        self.open_fraction = float(self.open_fraction)  # 0 and 0.0 are one recipe
 
     def validate(self) -> None:
         """Raise ValueError (one line, naming the option) for an impossible recipe."""
@@ -221,99 +227,43 @@ def _collect(params: MazeBuildParams) -> tuple[dict[str, np.ndarray], dict[str, 
 def _build(params: MazeBuildParams, cli_argv: list[str] | None) -> dict:
     params.validate()
     train, test, seq_len = _collect(params)
-    with staged_output(params.output_dir) as tmp:
-        write_split(tmp, "train", _metadata(seq_len, train), {"all": train})
-        write_split(tmp, "test", _metadata(seq_len, test), {"all": test})
-        write_identifiers(tmp, ["<blank>"])
-        counts = {
-            "train_groups": len(train["group_indices"]) - 1,
-            "train_examples": len(train["inputs"]),
-            "test_examples": len(test["inputs"]),
-            "grid_size": int(round(seq_len**0.5)),
-        }
-        info = write_build_info(tmp, params, builder=BUILDER, kind=KIND, cli_argv=cli_argv, counts=counts)
-    return info
+    return write_train_test(params, train, test, lambda split: _metadata(seq_len, split), builder=BUILDER,
+                            kind=KIND, cli_argv=cli_argv, counts={"grid_size": int(round(seq_len**0.5))})
 
 
-def build_maze_dataset(
-    output_dir: str | os.PathLike[str],
-    *,
-    size: int = 30,
-    subsample_size: int = 1000,
-    test_size: int | None = None,
-    min_path_len: int = 0,
-    open_fraction: float = 0.05,
-    aug: bool = False,
-    seed: int = 0,
-    source_csv: str | None = None,
-    source_csv_test: str | None = None,
-) -> str:
+def build_maze_dataset(output_dir: str | os.PathLike[str], **options: Any) -> str:
     """Build (or rebuild, replacing) a maze dataset at ``output_dir``; returns its path.
+    ``options`` are ``MazeBuildParams``' fields.
 
     Raises ValueError for an invalid recipe and BuildError when it cannot be fulfilled.
     """
-    params = MazeBuildParams(
-        output_dir=str(output_dir),
-        size=size,
-        subsample_size=subsample_size,
-        test_size=test_size,
-        min_path_len=min_path_len,
-        open_fraction=float(open_fraction),
-        aug=aug,
-        seed=seed,
-        source_csv=None if source_csv is None else str(source_csv),
-        source_csv_test=None if source_csv_test is None else str(source_csv_test),
-    )
-    _build(params, cli_argv=None)
+    _build(recipe(MazeBuildParams, output_dir, options), cli_argv=None)
     return str(output_dir)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"python -m {BUILDER}",
-        usage="%(prog)s --output-dir DIR [options]",
-        description="Build a maze (shortest path) dataset in the HRM puzzle format.",
-    )
-    p.add_argument("--output-dir", required=True, help="dataset directory to (re)create")
+    p = new_parser(BUILDER, "Build a maze (shortest path) dataset in the HRM puzzle format.")
     p.add_argument("--size", type=int, default=30, help="maze side N (generated mode; default 30)")
     p.add_argument("--subsample-size", type=int, default=1000, help="train mazes")
-    p.add_argument(
-        "--test-size", type=int, default=None, help="test mazes (default 1000; all rows with CSVs)"
-    )
-    p.add_argument(
-        "--min-path-len", type=int, default=0, help="keep mazes whose S->G path has >= this many steps"
-    )
-    p.add_argument(
-        "--open-fraction", type=float, default=0.05, help="share of walls knocked out to make loops"
-    )
+    p.add_argument("--test-size", type=int, default=None, help="test mazes (default 1000; all with CSVs)")
+    p.add_argument("--min-path-len", type=int, default=0, help="keep mazes whose S->G path is >= this long")
+    p.add_argument("--open-fraction", type=float, default=0.05, help="share of walls knocked out (loops)")
     p.add_argument("--aug", action="store_true", help="add the 8 dihedral transforms of each train maze")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--source-csv", default=None, help="reference maze train CSV (source,question,answer,rating)"
-    )
-    p.add_argument("--source-csv-test", default=None, help="matching test CSV")
+    add_source_csv_args(p, "reference maze train CSV (source,question,answer,rating)")
     return p
 
 
 def _summary(info: dict, params: MazeBuildParams, seconds: float) -> str:
     c = info["counts"]
     return (
-        f"built maze {c['grid_size']}x{c['grid_size']}: train {c['train_groups']} mazes -> {c['train_examples']} "
-        f"examples, test {c['test_examples']} examples -> {params.output_dir} in {seconds:.1f} s"
+        f"built maze {c['grid_size']}x{c['grid_size']}: train {c['train_groups']} mazes -> "
+        f"{c['train_examples']} examples, test {c['test_examples']} examples -> {params.output_dir} "
+        f"in {seconds:.1f} s"
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: one-line errors, one-line summary."""
-    return run_cli(
-        argv,
-        name="build_maze",
-        parser=_parser(),
-        make_params=lambda args: params_from_args(MazeBuildParams, args),
-        build=lambda params, raw, _args: _build(params, cli_argv=raw),
-        summary=_summary,
-    )
-
+# CLI entry point: one-line errors, one-line summary.
+main = cli_main("build_maze", _parser, MazeBuildParams, cli_build(_build), _summary)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,21 +21,24 @@ import os
 import sys
 from array import array
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from hrm_core.data import sudoku
 from hrm_core.data.builder import (
     BuildError,
+    add_source_csv_args,
     check_replaceable,
+    cli_build,
+    cli_main,
     csv_rows,
-    params_from_args,
-    run_cli,
-    staged_output,
+    new_parser,
+    recipe,
     subsample,
-    write_build_info,
+    write_train_test,
 )
-from hrm_core.data.format import PuzzleDatasetMetadata, write_identifiers, write_split
+from hrm_core.data.format import PuzzleDatasetMetadata
 
 BUILDER = "hrm_core.data.build_sudoku"
 KIND = "sudoku"
@@ -301,68 +304,29 @@ def _build(params: SudokuBuildParams, cli_argv: list[str] | None) -> dict:
     params.validate()
     check_replaceable(params.output_dir)  # before the (possibly long) generation
     train, test = _collect(params)
-    with staged_output(params.output_dir) as tmp:
-        write_split(tmp, "train", _metadata(params.size, train), {"all": train})
-        write_split(tmp, "test", _metadata(params.size, test), {"all": test})
-        write_identifiers(tmp, ["<blank>"])
-        counts = {
-            "train_groups": len(train["group_indices"]) - 1,
-            "train_examples": len(train["inputs"]),
-            "test_examples": len(test["inputs"]),
-        }
-        info = write_build_info(tmp, params, builder=BUILDER, kind=KIND, cli_argv=cli_argv, counts=counts)
-    return info
+    return write_train_test(params, train, test, lambda split: _metadata(params.size, split), builder=BUILDER,
+                            kind=KIND, cli_argv=cli_argv)
 
 
-def build_sudoku_dataset(
-    output_dir: str | os.PathLike[str],
-    *,
-    size: int = 9,
-    subsample_size: int = 1000,
-    num_aug: int = 0,
-    min_difficulty: int = 0,
-    blanks: int | None = None,
-    test_size: int | None = None,
-    seed: int = 0,
-    source_csv: str | None = None,
-    source_csv_test: str | None = None,
-) -> str:
+def build_sudoku_dataset(output_dir: str | os.PathLike[str], **options: Any) -> str:
     """Build (or rebuild, replacing) a Sudoku dataset at ``output_dir``; returns its path.
+    ``options`` are ``SudokuBuildParams``' fields.
 
     Raises ValueError for an invalid recipe and BuildError when it cannot be fulfilled.
     """
-    params = SudokuBuildParams(
-        output_dir=str(output_dir),
-        size=size,
-        subsample_size=subsample_size,
-        num_aug=num_aug,
-        min_difficulty=min_difficulty,
-        blanks=blanks,
-        test_size=test_size,
-        seed=seed,
-        source_csv=None if source_csv is None else str(source_csv),
-        source_csv_test=None if source_csv_test is None else str(source_csv_test),
-    )
-    _build(params, cli_argv=None)
+    _build(recipe(SudokuBuildParams, output_dir, options), cli_argv=None)
     return str(output_dir)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"python -m {BUILDER}",
-        usage="%(prog)s --output-dir DIR [options]",  # short, so an error stays ~one line
-        description="Build a Sudoku dataset in the HRM puzzle format.",
-    )
-    p.add_argument("--output-dir", required=True, help="dataset directory to (re)create")
+    p = new_parser(BUILDER, "Build a Sudoku dataset in the HRM puzzle format.")
     p.add_argument("--size", type=int, default=9, help="board size: 4, 6 or 9 (default 9)")
     p.add_argument("--subsample-size", type=int, default=1000, help="train base puzzles")
     p.add_argument("--num-aug", type=int, default=0, help="augmentations per train puzzle")
     p.add_argument("--min-difficulty", type=int, default=0, help="keep puzzles with rating >= this")
     p.add_argument("--blanks", type=int, default=None, help="blanks per generated puzzle (default: minimal)")
     p.add_argument("--test-size", type=int, default=None, help="test puzzles (default: see README)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--source-csv", default=None, help="Sudoku-Extreme style train CSV (source,q,a,rating)")
-    p.add_argument("--source-csv-test", default=None, help="matching test CSV")
+    add_source_csv_args(p, "Sudoku-Extreme style train CSV (source,q,a,rating)")
     return p
 
 
@@ -375,17 +339,8 @@ def _summary(info: dict, params: SudokuBuildParams, seconds: float) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: one-line errors, one-line summary."""
-    return run_cli(
-        argv,
-        name="build_sudoku",
-        parser=_parser(),
-        make_params=lambda args: params_from_args(SudokuBuildParams, args),
-        build=lambda params, raw, _args: _build(params, cli_argv=raw),
-        summary=_summary,
-    )
-
+# CLI entry point: one-line errors, one-line summary.
+main = cli_main("build_sudoku", _parser, SudokuBuildParams, cli_build(_build), _summary)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from hrm_core.data.format import DatasetError, dataset_fingerprint
+from hrm_core.data.format import DatasetError, dataset_fingerprint, write_identifiers, write_split
 
 P = TypeVar("P")
 
@@ -146,10 +146,61 @@ def subsample(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray:
 
 
 # ----- command line ----------------------------------------------------------------------------
+def write_train_test(params: Any, train: dict, test: dict, metadata: Callable[[dict], Any], *, builder: str,
+                     kind: str, cli_argv: list[str] | None, counts: dict | None = None) -> dict:
+    """Write a dataset of one set (``all``) with a train and a test split and no puzzle names
+    (only the ``<blank>`` identifier), atomically (``staged_output``); returns its build info.
+    ``metadata(split)`` gives a split's metadata; ``counts`` adds to the split counts."""
+    with staged_output(params.output_dir) as tmp:
+        write_split(tmp, "train", metadata(train), {"all": train})
+        write_split(tmp, "test", metadata(test), {"all": test})
+        write_identifiers(tmp, ["<blank>"])
+        counts = {"train_groups": len(train["group_indices"]) - 1, "train_examples": len(train["inputs"]),
+                  "test_examples": len(test["inputs"]), **(counts or {})}
+        return write_build_info(tmp, params, builder=builder, kind=kind, cli_argv=cli_argv, counts=counts)
+
+
+def recipe(cls: Callable[..., P], output_dir: str | os.PathLike[str], options: dict[str, Any]) -> P:
+    """The params dataclass ``cls`` from a builder function's keyword options (paths as text)."""
+    text = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items()}
+    return cls(output_dir=os.fspath(output_dir), **text)
+
+
+def new_parser(builder: str, description: str, usage: str = "%(prog)s --output-dir DIR [options]"):
+    """A builder's argument parser with the flags every builder has, ``--output-dir`` and
+    ``--seed``. The usage line is short, so that an error stays about one line."""
+    p = argparse.ArgumentParser(prog=f"python -m {builder}", usage=usage, description=description)
+    p.add_argument("--output-dir", required=True, help="dataset directory to (re)create")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def cli_build(build: Callable[..., dict]) -> Callable[[Any, list[str], argparse.Namespace], dict]:
+    """``run_cli``'s build step for a builder whose ``build(params, cli_argv=...)`` needs no other flag."""
+    return lambda params, raw, _args: build(params, cli_argv=raw)
+
+
+def add_source_csv_args(p: argparse.ArgumentParser, train_help: str) -> None:
+    """``--source-csv`` (train rows in the reference's CSV format) and ``--source-csv-test``."""
+    p.add_argument("--source-csv", default=None, help=train_help)
+    p.add_argument("--source-csv-test", default=None, help="matching test CSV")
+
+
 def params_from_args(cls: Callable[..., P], args: argparse.Namespace, **overrides: Any) -> P:
     """The params dataclass ``cls`` from parsed CLI args of the same names (``overrides`` win)."""
     values = {f.name: getattr(args, f.name) for f in fields(cls)}  # type: ignore[arg-type]
     return cls(**{**values, **overrides})
+
+
+def cli_main(name: str, parser: Callable[[], argparse.ArgumentParser], make_params, build, summary,
+             errors: tuple[type[BaseException], ...] = ()) -> Callable[[list[str] | None], int]:
+    """A builder's ``main(argv=None)``: ``run_cli`` with that builder's parts."""
+
+    def main(argv: list[str] | None = None) -> int:
+        return run_cli(argv, name=name, parser=parser(), make_params=make_params, build=build,
+                       summary=summary, errors=errors)
+
+    return main
 
 
 def run_cli(
@@ -157,21 +208,23 @@ def run_cli(
     *,
     name: str,
     parser: argparse.ArgumentParser,
-    make_params: Callable[[argparse.Namespace], P],
+    make_params: Callable[[argparse.Namespace], P] | type[P],
     build: Callable[[P, list[str], argparse.Namespace], dict],
     summary: Callable[[dict, P, float], str],
     errors: tuple[type[BaseException], ...] = (),
 ) -> int:
     """The builders' common ``main()``: one-line errors, one-line summary, exit code 0/1/2.
 
-    Parse ``argv`` (default ``sys.argv[1:]``), make and validate the params (a ValueError is a
+    Parse ``argv`` (default ``sys.argv[1:]``), make and validate the params (``make_params``: the
+    params dataclass, filled from the flags of its fields' names, or a function of the parsed
+    args; a ValueError is a
     usage error: exit 2 via ``parser.error``), then time ``build(params, raw_argv, args)``. A
     BuildError, DatasetError, OSError or one of ``errors`` prints ``<name>: error: ...`` on stderr
     and returns 1; otherwise ``summary(info, params, seconds)`` is printed and 0 returned.
     """
     raw = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(raw)
-    params = make_params(args)
+    params = params_from_args(make_params, args) if isinstance(make_params, type) else make_params(args)
     try:
         params.validate()  # type: ignore[attr-defined]
     except ValueError as e:

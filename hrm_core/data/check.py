@@ -134,7 +134,8 @@ def _scan_tokens(path: Path, tokens: np.ndarray, vocab_size: int, also_allowed: 
             r, c = (int(x) for x in np.argwhere(bad)[0])
             raise DatasetError(
                 path,
-                f"token {int(chunk[r, c])} at row {start + r}, column {c} is outside [0, {vocab_size}) (vocab_size)",
+                f"token {int(chunk[r, c])} at row {start + r}, column {c} is outside [0, {vocab_size}) "
+                "(vocab_size)",
             )
 
 

@@ -26,6 +26,12 @@ from pathlib import Path
 import numpy as np
 import pydantic
 
+__all__ = [
+    "IGNORE_LABEL_ID", "FIELDS", "DatasetError", "PuzzleDatasetMetadata", "PuzzleSplit", "array_path",
+    "write_split", "write_identifiers", "load_metadata", "open_split", "list_splits", "dataset_fingerprint",
+    "describe",
+]
+
 IGNORE_LABEL_ID = -100
 
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")

@@ -12,6 +12,14 @@ from hrm_core.config.schema import TrainConfig
 from hrm_core.errors import UserError
 from hrm_core.paths import project_root
 
+__all__ = [
+    "BUILDERS",
+    "data_config",
+    "stage_data_paths",
+    "default_data_dir",
+    "resolve_data_path",
+]
+
 
 def _build_sudoku(output_dir: str, **args) -> str:
     from hrm_core.data.build_sudoku import build_sudoku_dataset
@@ -43,7 +51,9 @@ def data_config(name: str):
     path = os.path.join(project_root(), "configs", "data", f"{name}.yaml")
     if not os.path.exists(path):
         options = sorted(f[:-5] for f in os.listdir(os.path.dirname(path)) if f.endswith(".yaml"))
-        raise UserError(f"unknown data config '{name}' in a curriculum stage; choose one of: {', '.join(options)}")
+        raise UserError(
+            f"unknown data config '{name}' in a curriculum stage; choose one of: {', '.join(options)}"
+        )
     with open(path) as f:
         return DataConfig.model_validate(yaml.safe_load(f))
 
@@ -74,7 +84,10 @@ def resolve_data_path(cfg: TrainConfig, build: bool = True, log: Callable[[str],
         return path
     recipe = cfg.data.build
     if cfg.data_path or recipe is None:  # an explicit path is the user's data: never build into it
-        raise UserError(f"dataset not found: {path} (no train/ split; build one, e.g. python -m hrm_core.data.build_sudoku --output-dir {path})")
+        raise UserError(
+            f"dataset not found: {path} (no train/ split; build one, e.g. python -m "
+            f"hrm_core.data.build_sudoku --output-dir {path})"
+        )
     if not build:
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)

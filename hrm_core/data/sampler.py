@@ -21,6 +21,10 @@ from hrm_core.data.format import (
     array_path,
 )
 
+__all__ = [
+    "TrainSampler", "eval_batches", "total_train_steps",
+]
+
 # Salt separating per-batch randomness from the per-chunk permutation streams.
 _BATCH_SALT = 1_000_003
 _STATE_VERSION = 1

@@ -1,1 +1,2 @@
-"""The HRM: the recurrence (hrm.py), its layers, its variants, and reference-checkpoint loading."""
+"""The HRM: the recurrence (hrm.py), its layers, its variants (variants/: gating, feudal),
+and reference-checkpoint loading."""

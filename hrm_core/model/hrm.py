@@ -26,7 +26,7 @@ from hrm_core.model.layers import (
     rms_norm,
     trunc_normal_,
 )
-from hrm_core.model.variants import InputGate, SubgoalHead
+from hrm_core.model.variants import LevelInput, State, attach_variants
 
 Batch = dict[str, torch.Tensor]
 
@@ -44,8 +44,7 @@ class ModelDims:
 class InnerCarry:
     z_H: torch.Tensor  # (B, T, D)
     z_L: torch.Tensor  # (B, T, D)
-    # Feudal head state (src (B, D), anchor (B, G), rand (B, G), age (B,)); None without the head.
-    feudal: dict[str, torch.Tensor] | None = None
+    variants: dict[str, State] = field(default_factory=dict)  # each variant's own state, by its name
 
 
 @dataclass
@@ -54,6 +53,24 @@ class Carry:
     steps: torch.Tensor  # (B,) int32: segments run on the current example
     halted: torch.Tensor  # (B,) bool: the row takes new data at the next call
     current_data: Batch = field(default_factory=dict)
+
+    def state(self) -> dict:
+        """The carry as a checkpoint holds it: z_H, z_L, each variant's state under its name,
+        steps, halted, current_data."""
+        inner = self.inner
+        return {"z_H": inner.z_H, "z_L": inner.z_L, **inner.variants,
+                "steps": self.steps, "halted": self.halted, "current_data": self.current_data}
+
+    @classmethod
+    def load_state(cls, state: dict, device: torch.device) -> Carry:
+        """The carry ``state()`` saved, on ``device``. A checkpoint without a variant's state
+        may name it with None (older checkpoints hold ``"feudal": None``)."""
+        core = ("z_H", "z_L", "steps", "halted", "current_data")
+        variants = {name: {k: v.to(device) for k, v in s.items()}
+                    for name, s in state.items() if name not in core and s is not None}
+        inner = InnerCarry(state["z_H"].to(device), state["z_L"].to(device), variants)
+        data = {k: v.to(device) for k, v in state["current_data"].items()}
+        return cls(inner, state["steps"].to(device), state["halted"].to(device), data)
 
 
 class Block(nn.Module):
@@ -71,33 +88,19 @@ class Block(nn.Module):
 
 
 class ReasoningModule(nn.Module):
-    """H or L module: add the injection (the other module's state, and the input for L)
-    to the state, then run the blocks. With gating, each term of the sum is gated."""
+    """H or L module: add the injection (the other module's state, and the input for L) to the
+    state, then run the blocks. The sum is the level's input hook, where variants attach."""
 
-    def __init__(self, cfg: ArchConfig, num_layers: int, num_sources: int):
+    def __init__(self, cfg: ArchConfig, num_layers: int):
         super().__init__()
         self.layers = nn.ModuleList(Block(cfg) for _ in range(num_layers))
-        self.num_sources = num_sources
-        self.gate: InputGate | None = None  # attached by the model after the baseline is initialised
 
-    def forward(
-        self, z: torch.Tensor, others: tuple[torch.Tensor, ...], cos_sin: CosSin | None, extra: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        gates = None
-        if self.gate is None:
-            injection = others[0]
-            for other in others[1:]:
-                injection = injection + other
-            if extra is not None:
-                injection = injection + extra
-            z = z + injection
-        else:
-            z, gates = self.gate((z, *others))  # gates: (B, T, sources, D)
-            if extra is not None:
-                z = z + extra
+    def forward(self, z: torch.Tensor, sources: tuple[torch.Tensor, ...], cos_sin: CosSin | None,
+                level_input: LevelInput) -> torch.Tensor:
+        z = level_input(z, sources)
         for layer in self.layers:
             z = layer(z, cos_sin)
-        return z, gates
+        return z
 
 
 class PuzzleEmbedding(nn.Module):
@@ -134,28 +137,27 @@ class HRMInner(nn.Module):
         self.puzzle_emb_len = -(cfg.puzzle_emb_ndim // -D)  # ceil
         self.seq_len = dims.seq_len + self.puzzle_emb_len
 
-        self.embed_tokens = CastedEmbedding(dims.vocab_size, D, init_std=1 / self.embed_scale, cast_to=self.forward_dtype)
+        init_std = 1 / self.embed_scale
+        self.embed_tokens = CastedEmbedding(dims.vocab_size, D, init_std=init_std, cast_to=self.forward_dtype)
         self.lm_head = CastedLinear(D, dims.vocab_size, bias=False)
         self.q_head = CastedLinear(D, 2, bias=True)
         if cfg.puzzle_emb_ndim > 0:
-            self.puzzle_emb = PuzzleEmbedding(dims.num_puzzle_identifiers, cfg.puzzle_emb_ndim, self.forward_dtype)
+            self.puzzle_emb = PuzzleEmbedding(dims.num_puzzle_identifiers, cfg.puzzle_emb_ndim,
+                                              self.forward_dtype)
         if cfg.pos_encodings == "rope":
             self.rotary_emb = RotaryEmbedding(D // cfg.num_heads, self.seq_len, cfg.rope_theta)
         else:
-            self.embed_pos = CastedEmbedding(self.seq_len, D, init_std=1 / self.embed_scale, cast_to=self.forward_dtype)
+            self.embed_pos = CastedEmbedding(self.seq_len, D, init_std=init_std, cast_to=self.forward_dtype)
 
-        self.H_level = ReasoningModule(cfg, cfg.H_layers, num_sources=2)  # z_H, z_L
-        self.L_level = ReasoningModule(cfg, cfg.L_layers, num_sources=3)  # z_L, z_H, x
-        self.H_init = nn.Buffer(trunc_normal_(torch.empty(D, dtype=self.forward_dtype), std=1), persistent=True)
-        self.L_init = nn.Buffer(trunc_normal_(torch.empty(D, dtype=self.forward_dtype), std=1), persistent=True)
+        self.H_level = ReasoningModule(cfg, cfg.H_layers)  # input: z_H + z_L
+        self.L_level = ReasoningModule(cfg, cfg.L_layers)  # input: z_L + (z_H + x)
+        self.H_init = nn.Buffer(trunc_normal_(torch.empty(D, dtype=self.forward_dtype), std=1))
+        self.L_init = nn.Buffer(trunc_normal_(torch.empty(D, dtype=self.forward_dtype), std=1))
         with torch.no_grad():  # Q starts near "never halt" so ACT bootstraps from the max budget
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)
-        # Variants are created after the baseline, so its initialisation is unchanged.
-        if cfg.use_gating:
-            for module in (self.H_level, self.L_level):
-                module.gate = InputGate(D, module.num_sources, cfg.gate_hidden_ratio, cfg.gate_init_bias)
-        self.subgoal = SubgoalHead(cfg) if cfg.subgoal_head.enabled else None
+        # Variants are attached after the baseline, so its initialisation is unchanged.
+        self.variants = attach_variants(self, cfg)
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_rows: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with the puzzle prefix, scaled by sqrt(hidden). -> (B, T, D)"""
@@ -171,97 +173,48 @@ class HRMInner(nn.Module):
 
     def empty_carry(self, batch_size: int, device: torch.device | None = None) -> InnerCarry:
         shape = (batch_size, self.seq_len, self.cfg.hidden_size)
-        feudal = None
-        if self.subgoal is not None:
-            G, D = self.cfg.goal_dim, self.cfg.hidden_size
-            feudal = {
-                "src": torch.zeros(batch_size, D, device=device),
-                "anchor": torch.zeros(batch_size, G, device=device),
-                "rand": torch.zeros(batch_size, G, device=device),
-                "age": torch.zeros(batch_size, dtype=torch.int32, device=device),
-            }
         return InnerCarry(
             z_H=torch.zeros(shape, dtype=self.forward_dtype, device=device),
             z_L=torch.zeros(shape, dtype=self.forward_dtype, device=device),
-            feudal=feudal,
+            variants=self.variants.empty_state(batch_size, device),
         )
 
     def reset_carry(self, reset: torch.Tensor, carry: InnerCarry) -> InnerCarry:
-        feudal = None
-        if carry.feudal is not None:  # a halted row starts with a fresh goal
-            feudal = dict(carry.feudal, age=torch.where(reset, 0, carry.feudal["age"]))
+        variants = self.variants.reset_state(reset, carry.variants)
         reset = reset.view(-1, 1, 1)
         return InnerCarry(
             z_H=torch.where(reset, self.H_init, carry.z_H),
             z_L=torch.where(reset, self.L_init, carry.z_L),
-            feudal=feudal,
+            variants=variants,
         )
 
-    def _goal(self, carry: InnerCarry, generator: torch.Generator | None):
-        """Refresh the goal of rows whose period is up; -> (state, goal, injection, gate, refreshed)."""
-        st, head = carry.feudal, self.subgoal
-        refresh = st["age"] % head.cfg.manager_period == 0  # (B,)
-        r = refresh.unsqueeze(-1)
-        src = torch.where(r, carry.z_H.float().mean(dim=1), st["src"])
-        anchor = torch.where(r, head.state(carry.z_L), st["anchor"])
-        rand = st["rand"]
-        if head.cfg.random_goals:  # drawn only in that arm: other arms' random streams are untouched
-            fresh = torch.randn(rand.shape, generator=generator, device=rand.device)
-            rand = torch.where(r, F.normalize(fresh, dim=-1), rand)
-        goal = head.goal(src, rand)
-        injection, gate = head.injection(goal, src, self.forward_dtype)
-        state = {"src": src, "anchor": anchor, "rand": rand, "age": st["age"] + 1}
-        return state, goal, injection, gate, refresh
-
-    def forward(
-        self,
-        carry: InnerCarry,
-        inputs: torch.Tensor,
-        puzzle_rows: torch.Tensor | None,
-        with_outputs: bool = True,
-        generator: torch.Generator | None = None,
-    ) -> tuple[InnerCarry, torch.Tensor | None, torch.Tensor, dict]:
+    def forward(self, carry: InnerCarry, inputs: torch.Tensor, puzzle_rows: torch.Tensor | None,
+                with_outputs: bool = True, generator: torch.Generator | None = None,
+                ) -> tuple[InnerCarry, torch.Tensor | None, torch.Tensor, dict]:
         """-> (new carry, logits (B, L, V) or None, q logits (B, 2) fp32 [halt, continue], aux).
 
-        ``aux`` holds what the variants report (gates, feudal terms); empty for the baseline.
+        The variants hook into the levels' inputs (``seg.L``, ``seg.H``); ``aux`` holds what
+        they report, by variant (empty for the baseline).
         """
         cos_sin = self.rotary_emb() if self.cfg.pos_encodings == "rope" else None
         x = self.input_embeddings(inputs, puzzle_rows)  # (B, T, D)
-        aux: dict = {}
-        goal_term = None
-        if self.subgoal is not None:
-            feudal_state, goal, goal_term, goal_gate, refreshed = self._goal(carry, generator)
-
-        gates_L = gates_H = None
+        seg = self.variants.begin(carry, generator)
         with torch.no_grad():  # all cycles but the last L and H step: no gradient
             z_H, z_L = carry.z_H, carry.z_L
             for h in range(self.cfg.H_cycles):
                 for l_step in range(self.cfg.L_cycles):
                     if not (h == self.cfg.H_cycles - 1 and l_step == self.cfg.L_cycles - 1):
-                        z_L, gates_L = self.L_level(z_L, (z_H, x), cos_sin, goal_term)
+                        z_L = self.L_level(z_L, (z_H, x), cos_sin, seg.L)
                 if h != self.cfg.H_cycles - 1:
-                    z_H, gates_H = self.H_level(z_H, (z_L,), cos_sin)
+                    z_H = self.H_level(z_H, (z_L,), cos_sin, seg.H)
         assert not z_H.requires_grad and not z_L.requires_grad
 
         # One-step gradient: only the last L and H calls are differentiated.
-        prev_L, prev_H = gates_L, gates_H
-        z_L, gates_L = self.L_level(z_L, (z_H, x), cos_sin, goal_term)
-        z_H, gates_H = self.H_level(z_H, (z_L,), cos_sin)
+        z_L = self.L_level(z_L, (z_H, x), cos_sin, seg.L)
+        z_H = self.H_level(z_H, (z_L,), cos_sin, seg.H)
 
-        new_feudal = None
-        if self.subgoal is not None:
-            displacement = self.subgoal.state(z_L) - feudal_state["anchor"]  # (B, G), grad to the L path
-            aux["feudal"] = {
-                "worker": 1 - F.cosine_similarity(displacement, goal.detach(), dim=-1),
-                "manager": 1 - F.cosine_similarity(displacement.detach(), goal, dim=-1),
-                "refreshed": refreshed,
-                "gate": goal_gate.detach(),
-            }
-            new_feudal = {k: v.detach() for k, v in feudal_state.items()}
-        if gates_L is not None:
-            aux["gates"] = {"L": (gates_L, prev_L), "H": (gates_H, prev_H)}
-
-        new_carry = InnerCarry(z_H=z_H.detach(), z_L=z_L.detach(), feudal=new_feudal)
+        variant_states, aux = self.variants.end(seg, z_L)
+        new_carry = InnerCarry(z_H=z_H.detach(), z_L=z_L.detach(), variants=variant_states)
         logits = self.lm_head(z_H)[:, self.puzzle_emb_len :] if with_outputs else None
         q_logits = self.q_head(z_H[:, 0]).to(torch.float32)  # (B, 2)
         return new_carry, logits, q_logits, aux
@@ -303,16 +256,20 @@ class HRM(nn.Module):
             current_data={k: torch.empty_like(v) for k, v in batch.items()},
         )
 
-    def forward(self, carry: Carry, batch: Batch, generator: torch.Generator | None = None) -> tuple[Carry, dict]:
+    def forward(self, carry: Carry, batch: Batch,
+                generator: torch.Generator | None = None) -> tuple[Carry, dict]:
         inner_carry = self.inner.reset_carry(carry.halted, carry.inner)
         steps = torch.where(carry.halted, 0, carry.steps)
         data = {
             k: torch.where(carry.halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
             for k, v in carry.current_data.items()
         }
-        puzzle_rows = self.inner.puzzle_emb(data["puzzle_identifiers"]) if self.cfg.puzzle_emb_ndim > 0 else None
+        puzzle_rows = None
+        if self.cfg.puzzle_emb_ndim > 0:
+            puzzle_rows = self.inner.puzzle_emb(data["puzzle_identifiers"])
 
-        inner_carry, logits, q, aux = self._inner_call(inner_carry, data["inputs"], puzzle_rows, generator=generator)
+        inner_carry, logits, q, aux = self._inner_call(inner_carry, data["inputs"], puzzle_rows,
+                                                       generator=generator)
         outputs = {"logits": logits, "q_halt_logits": q[:, 0], "q_continue_logits": q[:, 1], "aux": aux}
 
         with torch.no_grad():
@@ -321,14 +278,15 @@ class HRM(nn.Module):
             halted = is_last
             if self.training and self.cfg.halt_max_steps > 1:  # eval always runs every step
                 halted = halted | (outputs["q_halt_logits"] > outputs["q_continue_logits"])
-                explore = torch.rand(steps.shape, generator=generator, device=steps.device) < self.cfg.halt_exploration_prob
-                min_steps = torch.randint(
-                    2, self.cfg.halt_max_steps + 1, steps.shape, generator=generator, device=steps.device, dtype=steps.dtype
-                )
+                draw = {"generator": generator, "device": steps.device}
+                explore = torch.rand(steps.shape, **draw) < self.cfg.halt_exploration_prob
+                H = self.cfg.halt_max_steps
+                min_steps = torch.randint(2, H + 1, steps.shape, dtype=steps.dtype, **draw)
                 halted = halted & (steps >= explore * min_steps)
                 # Q-continue target: bootstrapped from one more segment on the new carry.
                 rows = puzzle_rows.detach() if puzzle_rows is not None else None
-                _, _, next_q, _ = self._inner_call(inner_carry, data["inputs"], rows, with_outputs=False, generator=generator)
+                _, _, next_q, _ = self._inner_call(inner_carry, data["inputs"], rows, with_outputs=False,
+                                                   generator=generator)
                 outputs["target_q_continue"] = torch.sigmoid(
                     torch.where(is_last, next_q[:, 0], torch.maximum(next_q[:, 0], next_q[:, 1]))
                 )
@@ -336,7 +294,10 @@ class HRM(nn.Module):
 
 
 def build_model(
-    cfg: ArchConfig, dims: ModelDims, loss_type: str = "stablemax_cross_entropy", loss_weights: dict[str, float] | None = None
+    cfg: ArchConfig,
+    dims: ModelDims,
+    loss_type: str = "stablemax_cross_entropy",
+    loss_weights: dict[str, float] | None = None,
 ) -> nn.Module:
     """The trainable module: the ACT loss head around the model (reference state-dict layout)."""
     from hrm_core.train.losses import ACTLossHead

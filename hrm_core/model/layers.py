@@ -34,7 +34,9 @@ _TRUNC2_STD = math.sqrt(
 )
 
 
-def trunc_normal_(tensor: torch.Tensor, std: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def trunc_normal_(
+    tensor: torch.Tensor, std: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Truncated normal (±2 sigma) whose actual std is ``std``; ``std=0`` gives zeros."""
     with torch.no_grad():
         if std == 0:
@@ -56,7 +58,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_rope(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotary embedding (rotate-half layout) in fp32. q, k: (B, T, H, Dh); cos, sin: (T, Dh)."""
     dtype = q.dtype
     cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
@@ -83,7 +87,8 @@ class CastedLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool):
         super().__init__()
-        self.weight = nn.Parameter(trunc_normal_(torch.empty(out_features, in_features), std=in_features**-0.5))
+        weight = trunc_normal_(torch.empty(out_features, in_features), std=in_features**-0.5)
+        self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +122,9 @@ class RotaryEmbedding(nn.Module):
         return self.cos_cached, self.sin_cached
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_flash: bool, upcast: bool = False) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_flash: bool, upcast: bool = False
+) -> torch.Tensor:
     """Bidirectional multi-head attention. q, k, v: (B, T, H, Dh) -> (B, T, H, Dh)."""
     if use_flash:
         out = _flash_attn_func(q, k, v, causal=False)

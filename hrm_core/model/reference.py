@@ -27,7 +27,9 @@ def arch_from_reference(config: dict[str, Any]) -> tuple[ArchConfig, ModelDims, 
     """Split a reference model config dict into our ArchConfig, ModelDims and loss type."""
     cfg = dict(config)
     loss = cfg.get("loss") or {}
-    loss_type = loss.get("loss_type", "stablemax_cross_entropy") if isinstance(loss, dict) else "stablemax_cross_entropy"
+    loss_type = "stablemax_cross_entropy"
+    if isinstance(loss, dict):
+        loss_type = loss.get("loss_type", loss_type)
     missing = [k for k in _DIM_FIELDS if k not in cfg]
     if missing:
         raise UserError(f"reference config lacks {', '.join(missing)} (needed to size the model)")
@@ -37,7 +39,9 @@ def arch_from_reference(config: dict[str, Any]) -> tuple[ArchConfig, ModelDims, 
     return ArchConfig(**cfg), dims, loss_type
 
 
-def load_reference_checkpoint(path_or_state_dict: str | os.PathLike | dict, config: dict[str, Any]) -> torch.nn.Module:
+def load_reference_checkpoint(
+    path_or_state_dict: str | os.PathLike | dict, config: dict[str, Any]
+) -> torch.nn.Module:
     """Build our model (the loss head around HRM, same key layout) and load reference weights.
 
     ``config`` is the reference's model config (``arch`` fields plus ``vocab_size``,
@@ -57,10 +61,12 @@ def load_reference_checkpoint(path_or_state_dict: str | os.PathLike | dict, conf
     try:
         result = model.load_state_dict(strip_compile_prefix(state_dict), strict=False)
     except RuntimeError as err:  # shape mismatches
-        detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).splitlines()[0])
+        lines = str(err).splitlines()
+        detail = next((line.strip() for line in lines if "size mismatch" in line), lines[0])
         raise UserError(f"checkpoint does not match the config: {detail}") from None
     if result.missing_keys or result.unexpected_keys:
         raise UserError(
-            f"checkpoint does not match the config: missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}"
+            f"checkpoint does not match the config: missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}"
         )
     return model

@@ -1,1 +1,2 @@
-"""Watching a run without changing it: callbacks, diagnostics, alerts, FLOP and compute accounting, run context, provenance."""
+"""Watching a run without changing it: callbacks, the trainer's reporter, diagnostics, alerts,
+FLOP and compute accounting, run context, provenance."""

@@ -1,4 +1,4 @@
-"""Alert rules over a run's metric stream, and the ``AlertMonitor`` the trainer feeds.
+"""Alert rules over a run's metric stream, and the ``AlertMonitor`` that watches it.
 
 The stream is what the trainer emits: ``(step, {key: value})`` records, train metrics at
 every logged step, eval + ``diag/*`` metrics at every eval step (a "report"). The rules
@@ -9,7 +9,8 @@ at most once per run, at its first firing, with a one-line message. Rules
 - ``grad_explosion``: ``diag/grad_norm`` > ``grad_factor`` x the median of the previous
   reports' grad norms (the last ``grad_window``, once there are ``grad_min_reports``)
   and > ``grad_floor``; or a non-finite grad norm.
-- ``nonfinite``: a non-finite train/eval/feudal loss or ``diag/*`` value.
+- ``nonfinite``: a non-finite loss (any ``.../*loss`` metric: train, eval, a variant's)
+  or ``diag/*`` value.
 - ``act_always_max``: ``diag/halt_steps/train/at_max_share`` >= ``act_max_share`` at
   ``act_patience`` consecutive reports after ``act_after_step`` (default: the lr
   warm-up), while the model solves puzzles (latest ``train/exact_accuracy`` >=
@@ -36,12 +37,10 @@ from collections.abc import Callable, Mapping
 
 from hrm_core import names
 from hrm_core.config.schema import AlertsConfig
-from hrm_core.observe.callbacks import Callback
 
 _TRAIN_AT_MAX = names.DIAG_HALT_AT_MAX.format(split=names.TRAIN)
 _TRAIN_SHARE_2 = names.DIAG_HALT_SHARE.format(split=names.TRAIN, k=2)
 _TRAIN_EXACT = names.metric(names.TRAIN, names.EXACT_ACCURACY)
-_LOSS_PREFIXES = (names.TRAIN + "/", names.EVAL + "/", names.FEUDAL_PREFIX)
 
 
 def _fmt(x: float) -> str:
@@ -60,7 +59,8 @@ class AlertRules:
         self.cfg = cfg or AlertsConfig()
         self.warmup_steps = warmup_steps
         self.fired: dict[str, tuple[int, str]] = {}  # rule -> (first step, message)
-        self.state: dict = {"grad_norms": [], "act_streak": 0, "train_exact": 0.0, "gates": {}, "peak": None, "peak_step": None}
+        self.state: dict = {"grad_norms": [], "act_streak": 0, "train_exact": 0.0, "gates": {}, "peak": None,
+                            "peak_step": None}
 
     # --- the stream ---------------------------------------------------------------------------
     def observe(self, step: int, metrics: Mapping[str, float]) -> list[tuple[str, str]]:
@@ -85,8 +85,8 @@ class AlertRules:
         elif len(history) >= c.grad_min_reports:
             median = statistics.median(history[-c.grad_window :])
             if g > c.grad_factor * median and g > c.grad_floor:
-                message = (f"{names.DIAG_GRAD_NORM} {_fmt(g)} > {_fmt(c.grad_factor)} x the median {_fmt(median)} "
-                           f"of the last {min(len(history), c.grad_window)} reports")
+                message = (f"{names.DIAG_GRAD_NORM} {_fmt(g)} > {_fmt(c.grad_factor)} x the median "
+                           f"{_fmt(median)} of the last {min(len(history), c.grad_window)} reports")
         if math.isfinite(g):
             history.append(g)
             del history[: -c.grad_window]
@@ -95,7 +95,7 @@ class AlertRules:
     def _nonfinite(self, step: int, m: Mapping[str, float]) -> str | None:
         bad = [
             k for k, v in m.items()
-            if ((k.startswith(_LOSS_PREFIXES) and k.rsplit("/", 1)[-1].endswith("loss")) or k.startswith(names.DIAG_PREFIX))
+            if (("/" in k and k.rsplit("/", 1)[-1].endswith("loss")) or k.startswith(names.DIAG_PREFIX))
             and not math.isfinite(float(v))
         ]
         if not bad:
@@ -117,14 +117,16 @@ class AlertRules:
         self.state["act_streak"] += 1
         if self.state["act_streak"] >= c.act_patience:
             return (f"{_TRAIN_AT_MAX} {_fmt(share)} >= {_fmt(c.act_max_share)} at {self.state['act_streak']} "
-                    f"consecutive reports after step {after} ({_TRAIN_EXACT} {_fmt(solved)}): ACT never halts early")
+                    f"consecutive reports after step {after} ({_TRAIN_EXACT} {_fmt(solved)}): "
+                    "ACT never halts early")
         return None
 
     def _puzzle_emb_frozen(self, step: int, m: Mapping[str, float]) -> str | None:
         share = m.get(names.DIAG_PUZZLE_UPDATED_SHARE)
         if share is None or step <= self.cfg.puzzle_after_step or float(share) != 0:
             return None
-        return f"{names.DIAG_PUZZLE_UPDATED_SHARE} = 0: no puzzle-embedding row changed since the last report (puzzle_emb_lr = 0?)"
+        return (f"{names.DIAG_PUZZLE_UPDATED_SHARE} = 0: no puzzle-embedding row changed since the last "
+                "report (puzzle_emb_lr = 0?)")
 
     def _gates_saturated(self, step: int, m: Mapping[str, float]) -> str | None:
         gates: dict[str, dict[str, float]] = self.state["gates"]
@@ -138,7 +140,8 @@ class AlertRules:
         for module, sat in sorted(gates.items()):
             total = sat.get("sat_low", 0.0) + sat.get("sat_high", 0.0)
             if total > self.cfg.gate_saturation:
-                return (f"gate/{module}: sat_low {_fmt(sat.get('sat_low', 0.0))} + sat_high {_fmt(sat.get('sat_high', 0.0))} "
+                low, high = sat.get("sat_low", 0.0), sat.get("sat_high", 0.0)
+                return (f"gate/{module}: sat_low {_fmt(low)} + sat_high {_fmt(high)} "
                         f"> {_fmt(self.cfg.gate_saturation)}: the gates are stuck near 0 or 1")
         return None
 
@@ -152,7 +155,8 @@ class AlertRules:
             return None
         drop = max(c.eval_abs_drop, c.eval_rel_drop * peak)
         if peak >= c.eval_min_peak and v < peak - drop:
-            return f"{c.eval_metric} fell to {_fmt(v)} from its peak {_fmt(peak)} at step {self.state['peak_step']}"
+            return (f"{c.eval_metric} fell to {_fmt(v)} from its peak {_fmt(peak)} "
+                    f"at step {self.state['peak_step']}")
         return None
 
     # --- checkpoints --------------------------------------------------------------------------
@@ -166,10 +170,9 @@ class AlertRules:
         self.state = {**self.state, **state["state"]}
 
 
-class AlertMonitor(Callback):
-    """Sees every metric record the trainer emits (it sits last in the callback list) and
-    emits each new firing through ``emit(step, rule, message)`` (the trainer forwards it to
-    every callback's ``on_alert``)."""
+class AlertMonitor:
+    """Watches the records the trainer emits (``observe``, after the callbacks have them) and
+    sends each rule's first firing out once, through ``emit(step, rule, message)``."""
 
     def __init__(self, cfg: AlertsConfig | None = None, warmup_steps: int = 0,
                  emit: Callable[[int, str, str], None] | None = None):
@@ -183,12 +186,6 @@ class AlertMonitor(Callback):
     def observe(self, step: int, metrics: Mapping[str, float]) -> None:
         for rule, message in self.rules.observe(step, metrics):
             self.emit(step, rule, message)
-
-    def on_train_metrics(self, step, metrics):
-        self.observe(step, metrics)
-
-    def on_eval(self, step, metrics):
-        self.observe(step, metrics)
 
     def state_dict(self) -> dict:
         return self.rules.state_dict()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+__all__ = ["Callback", "CallbackList", "JsonlSink", "ProgressBar", "RunInfo"]
+
 
 @dataclass
 class RunInfo:
@@ -139,7 +141,8 @@ class ProgressBar(Callback):
     def on_run_start(self, info):
         import tqdm
 
-        self.bar = tqdm.tqdm(total=info.total_steps, initial=info.start_step, file=sys.stderr, dynamic_ncols=True)
+        self.bar = tqdm.tqdm(total=info.total_steps, initial=info.start_step, file=sys.stderr,
+                             dynamic_ncols=True)
 
     def on_train_metrics(self, step, metrics):
         if self.bar is None:

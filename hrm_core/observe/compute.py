@@ -18,6 +18,9 @@ What the ``ComputeMeter`` counts (logged under ``compute/*``, see ``hrm_core.nam
   steps and the FLOPs of running all of them, logged once, with the run's first logged
   step; the sweep uses them for the compute early stopping saved.
 
+``Throughput`` gives ``perf/samples_per_s``: the samples trained since the last logged step,
+per second (a timing too).
+
 Resume: the totals are part of the checkpoint, so a resumed trial continues its counts.
 Work done after the last checkpoint and lost in a crash is not counted at all (it is
 redone, and counted once, after the resume); the counts measure the run as recorded, not
@@ -34,13 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 from hrm_core import names
 
+__all__ = ["ComputeMeter", "Throughput", "steps_per_stage", "sweep_totals"]
+
 if TYPE_CHECKING:  # the meter needs the model summary (torch); sweep_totals does not
     from hrm_core.config.schema import ArchConfig
-
-
-def stage_archs(base_arch: ArchConfig, stages: list) -> list[ArchConfig]:
-    """The architecture each curriculum stage runs (as ``Trainer._enter_stage`` builds it)."""
-    return [base_arch.model_copy(update=s.arch_overrides) if s is not None else base_arch for s in stages]
 
 
 def steps_per_stage(stage_ends: tuple[int, ...] | list[int]) -> list[int]:
@@ -50,6 +50,26 @@ def steps_per_stage(stage_ends: tuple[int, ...] | list[int]) -> list[int]:
         out.append(max(0, end - prev))
         prev = max(prev, end)
     return out
+
+
+class Throughput:
+    """``perf/samples_per_s``: the samples trained since the last logged step, per second."""
+
+    def __init__(self, global_batch_size: int):
+        self.batch = global_batch_size
+        self.start()
+
+    def start(self) -> None:
+        self._t0, self._samples = time.perf_counter(), 0
+
+    def add_step(self) -> None:
+        self._samples += self.batch
+
+    def metrics(self) -> dict[str, float]:
+        """The rate since the last call (or ``start``); restarts the count."""
+        rate = self._samples / max(time.perf_counter() - self._t0, 1e-9)
+        self.start()
+        return {names.PERF_SAMPLES_PER_S: rate}
 
 
 class ComputeMeter:
@@ -77,14 +97,16 @@ class ComputeMeter:
         if key not in self._per_stage:
             from hrm_core.observe.flops import count_flops
 
-            self._per_stage[key] = count_flops(arch, self.vocab_size, self.seq_len, self.batch, training=True).train_step
+            flops = count_flops(arch, self.vocab_size, self.seq_len, self.batch, training=True)
+            self._per_stage[key] = flops.train_step
         return self._per_stage[key]
 
     def plan(self, archs: list[ArchConfig], stage_ends: tuple[int, ...] | list[int]) -> None:
         """The schedule: each stage's arch and last step. Sets the planned steps and FLOPs."""
         counts = steps_per_stage(stage_ends)
         self.planned_steps = sum(counts)
-        self.planned_flops = sum(n * self.step_flops(a, ("stage", i)) for i, (a, n) in enumerate(zip(archs, counts, strict=True)))
+        self.planned_flops = sum(n * self.step_flops(a, ("stage", i))
+                                 for i, (a, n) in enumerate(zip(archs, counts, strict=True)))
         self._plan = (list(archs), list(stage_ends))
 
     def flops_upto(self, step: int) -> int:
@@ -140,19 +162,22 @@ class ComputeMeter:
         if self._planned_sent or not self.planned_steps:
             return {}
         self._planned_sent = True
-        return {names.COMPUTE_PLANNED_STEPS: float(self.planned_steps), names.COMPUTE_PLANNED_FLOPS: float(self.planned_flops)}
+        return {names.COMPUTE_PLANNED_STEPS: float(self.planned_steps),
+                names.COMPUTE_PLANNED_FLOPS: float(self.planned_flops)}
 
     # --- checkpoint -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"train_flops": self.train_flops, "steps": self.steps, "flops_per_step": self.flops_per_step,
-                "wall_seconds": self.wall_seconds, "device_seconds": self.device_seconds, "planned_logged": self._planned_sent}
+                "wall_seconds": self.wall_seconds, "device_seconds": self.device_seconds,
+                "planned_logged": self._planned_sent}
 
     def load_state_dict(self, state: dict[str, Any] | None, step: int) -> None:
         """Continue the counts of a checkpoint. A checkpoint written before compute
         accounting existed holds none: the FLOPs of its ``step`` steps are rebuilt from the
         plan, its seconds are unknown (counted from zero)."""
         if state is None:
-            self.train_flops, self.steps, self._wall_base, self._device_base = self.flops_upto(step), step, 0.0, 0.0
+            self.train_flops, self.steps = self.flops_upto(step), step
+            self._wall_base, self._device_base = 0.0, 0.0
             return
         self.train_flops, self.steps = int(state["train_flops"]), int(state["steps"])
         self.flops_per_step = int(state.get("flops_per_step", 0))
@@ -182,8 +207,10 @@ def sweep_totals(runs: Iterable[tuple[Mapping[str, float], Mapping[str, str]]]) 
         if tags.get(names.TAG_OUTCOME) == names.OUTCOME_EARLY_STOPPED:
             planned = metrics.get(names.COMPUTE_PLANNED_FLOPS)
             if planned is None and names.COMPUTE_PLANNED_STEPS in metrics:
-                planned = metrics[names.COMPUTE_PLANNED_STEPS] * metrics.get(names.COMPUTE_FLOPS_PER_STEP, 0.0)
+                per_step = metrics.get(names.COMPUTE_FLOPS_PER_STEP, 0.0)
+                planned = metrics[names.COMPUTE_PLANNED_STEPS] * per_step
             saved += max(0.0, float(planned) - taken) if planned is not None else 0.0
     if not seen:
         return {}
-    return {names.COMPUTE_SWEEP_FLOPS: flops, names.COMPUTE_SWEEP_DEVICE_SECONDS: device, names.COMPUTE_SAVED_FLOPS: saved}
+    return {names.COMPUTE_SWEEP_FLOPS: flops, names.COMPUTE_SWEEP_DEVICE_SECONDS: device,
+            names.COMPUTE_SAVED_FLOPS: saved}

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from hrm_core.config.schema import ArchConfig
 from hrm_core.model.layers import swiglu_width
+from hrm_core.model.variants import variant_flops
 
 
 @dataclass
@@ -23,7 +24,9 @@ class Flops:
         return dict(self.__dict__)
 
 
-def count_flops(arch: ArchConfig, vocab_size: int, seq_len: int, batch_size: int, training: bool = True) -> Flops:
+def count_flops(
+    arch: ArchConfig, vocab_size: int, seq_len: int, batch_size: int, training: bool = True
+) -> Flops:
     """Matmul FLOPs (2 per multiply-add), the convention of torch.utils.flop_counter."""
     D, H = arch.hidden_size, arch.num_heads
     T = seq_len + -(arch.puzzle_emb_ndim // -D)
@@ -33,22 +36,13 @@ def count_flops(arch: ArchConfig, vocab_size: int, seq_len: int, batch_size: int
     attn = 2 * 2 * batch_size * H * T * T * (D // H)  # QK^T and AV
     block = linear + attn
     L_calls, H_calls = arch.H_cycles * arch.L_cycles, arch.H_cycles
-    # Variants: the input gates' MLP on every module call; the feudal head per row.
-    gate_L = gate_H = 0
-    if arch.use_gating:
-        width = max(1, round(arch.gate_hidden_ratio * D))
-        gate_L, gate_H = (2 * M * 2 * (k * D * width) for k in (3, 2))
-    feudal = 0
-    if arch.subgoal_head.enabled:
-        G = arch.goal_dim
-        head = arch.subgoal_head
-        feudal = 2 * batch_size * (D * G * (not head.random_goals) + (G * D + D) * head.inject)
-    L_call, H_call = block * arch.L_layers + gate_L, block * arch.H_layers + gate_H
-    cycles = L_calls * L_call + H_calls * H_call + feudal
+    variants = variant_flops(arch, batch_size, M)  # each variant counts its own
+    L_call, H_call = block * arch.L_layers + variants.L_call, block * arch.H_layers + variants.H_call
+    cycles = L_calls * L_call + H_calls * H_call + variants.segment
     lm_head = 2 * batch_size * seq_len * D * vocab_size
     q_head = 2 * batch_size * D * 2
     segment = cycles + lm_head + q_head
-    grad_part = L_call + H_call + feudal + lm_head + q_head
+    grad_part = L_call + H_call + variants.segment + lm_head + q_head
     backward = 2 * grad_part
     q_target = cycles + q_head if training and arch.halt_max_steps > 1 else 0
     return Flops(block, segment, q_target, backward, segment + q_target + backward)

@@ -2,14 +2,14 @@
 
 Every run records it (``run_context.json``, ``names.RUN_CONTEXT_ARTIFACT``): the standalone
 CLI through ``MlflowSink``, sweep trials through the ``TuneSink`` payload the driver logs.
-``python -m sweeps reproduce RUN_ID`` reads it back (``sweeps/reproduce.py``).
+``python -m sweeps reproduce RUN_ID`` reads it back (``sweeps/reproduce/``).
 
 Layout (a JSON object; version ``CONTEXT_VERSION``)::
 
     config     the resolved config as the trainer runs it (cfg.model_dump(): data_path,
                threads, device, low_precision_gemm, arch.forward_dtype, ... all concrete)
     seeds      seed, data_seed (effective: the data sampler's seed), streams: the seeds of
-               the random streams (init and explore via hrm_core.train.trainer.stream_seed; the
+               the random streams (init and explore via hrm_core.train.seeds.stream_seed; the
                explore stream of rank r is stream_seed(seed, "explore", r))
     git        commit, dirty, diff (``git diff HEAD`` when dirty; also logged as
                ``git_diff.patch``), diff_sha256
@@ -36,6 +36,8 @@ import threading
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+
+__all__ = ["build_run_context", "dataset_fingerprint", "note_fingerprint", "to_json"]
 
 CONTEXT_VERSION = 1
 MAX_EMBEDDED_DIFF = 500_000  # characters of the diff kept inside the JSON (the patch artifact has all)
@@ -127,12 +129,14 @@ def hardware_context(cfg, device, world_size: int = 1) -> dict[str, Any]:
 
     device = torch.device(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" and torch.cuda.is_available() else None
+    line = describe(device, cfg.arch.forward_dtype, cfg.low_precision_gemm)
+    dtype_path = line.split("forward_dtype=", 1)[1]
     return {
         "device": device.type,
         "torch_threads": torch.get_num_threads(),
         "forward_dtype": cfg.arch.forward_dtype,
         "low_precision_gemm": cfg.low_precision_gemm,
-        "dtype_path": describe(device, cfg.arch.forward_dtype, cfg.low_precision_gemm).split("forward_dtype=", 1)[1],
+        "dtype_path": dtype_path,
         "compile": bool(cfg.compile),
         "world_size": int(world_size),
         "torch": torch.__version__,
@@ -151,13 +155,15 @@ def git_context() -> dict[str, Any]:
 
     dirty = git_dirty()
     diff = git_diff() if dirty else ""
-    out: dict[str, Any] = {"commit": git_commit(), "dirty": dirty, "diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else ""}
-    out["diff"] = diff if len(diff) <= MAX_EMBEDDED_DIFF else diff[:MAX_EMBEDDED_DIFF] + "\n[truncated: see git_diff.patch]\n"
+    digest = hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else ""
+    out: dict[str, Any] = {"commit": git_commit(), "dirty": dirty, "diff_sha256": digest}
+    truncated = diff[:MAX_EMBEDDED_DIFF] + "\n[truncated: see git_diff.patch]\n"
+    out["diff"] = diff if len(diff) <= MAX_EMBEDDED_DIFF else truncated
     return out
 
 
 def seeds_context(cfg, world_size: int = 1) -> dict[str, Any]:
-    from hrm_core.train.trainer import stream_seed
+    from hrm_core.train.seeds import stream_seed
 
     return {
         "seed": cfg.seed,
@@ -188,7 +194,9 @@ def dataset_context(cfg, data_path: str, stage_paths: list[str] | None = None) -
     return out
 
 
-def build_run_context(cfg, data_path: str, device, world_size: int = 1, stage_paths: list[str] | None = None) -> dict[str, Any]:
+def build_run_context(
+    cfg, data_path: str, device, world_size: int = 1, stage_paths: list[str] | None = None
+) -> dict[str, Any]:
     """The JSON-able run context of a run about to train ``cfg`` on ``data_path``."""
     return {
         "version": CONTEXT_VERSION,

@@ -1,1 +1,12 @@
-"""The one MLflow layer. Torch-free at package level, so that analysis can use it."""
+"""The one MLflow layer. Nothing outside it imports mlflow, except ``analysis/loading.py``.
+
+- ``uris``: where the store is (``MLFLOW_TRACKING_URI``, else the embedded ``mlruns/``).
+- ``client``: the ``MlflowClient``, experiments, text artifacts.
+- ``writer``: ``RunWriter``, the one way a run is written (params, metrics, tags, artifacts, its end).
+- ``sink``: ``MlflowSink``, the training callback of a standalone run (the CLI's, reproduce's).
+- ``probe``: is a tracking server there, within seconds; MLflow's HTTP retry budget.
+- ``spool``: ``SpoolingClient``, the sweep driver's writes kept through a server outage.
+
+Torch-free at package level, and so are ``uris``, ``client``, ``writer``, ``probe`` and
+``spool`` (mlflow is imported inside functions), so that analysis can use ``uris``.
+"""

@@ -1,1 +1,2 @@
-"""Training: the loop, schedule, checkpoints, optimisers, losses, devices and ranks."""
+"""Training: the loop (trainer.py) and its parts: schedule, curriculum stages, evaluation,
+checkpoints, optimisers, losses, random streams (seeds), devices and ranks."""

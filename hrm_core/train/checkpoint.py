@@ -1,5 +1,6 @@
-"""Training checkpoints: everything an exact resume needs, and a retention policy
-(keep the last N and the best)."""
+"""Training checkpoints: the files (atomic writes, old module paths still load), when the
+trainer writes one and which it keeps (the last N and the best), and the state a resume or a
+warm start reads back. What a checkpoint holds is the trainer's ``state_dict()``."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import os
 import pickle
 import re
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hrm_core.config.schema import TrainConfig
 from hrm_core.errors import UserError
 from hrm_core.model.reference import strip_compile_prefix
+from hrm_core.train.distributed import DistContext
+
+if TYPE_CHECKING:
+    from hrm_core.train.schedule import Schedule
 
 FORMAT_VERSION = 1
 
@@ -131,7 +137,8 @@ class Retention:
         return value > self.best["value"] if self.mode == "max" else value < self.best["value"]
 
     def record_best(self, step: int, value: float, metric: str, write: bool = True) -> None:
-        self.best = {"step": step, "value": value, "metric": metric, "path": checkpoint_file(self.run_dir, step)}
+        path = checkpoint_file(self.run_dir, step)
+        self.best = {"step": step, "value": value, "metric": metric, "path": path}
         if write:
             with open(self._best_file, "w") as f:
                 json.dump(self.best, f)
@@ -149,3 +156,59 @@ class Retention:
                 os.remove(os.path.join(self.run_dir, name))
                 removed.append(name)
         return removed
+
+
+def load_weights_into(model: torch.nn.Module, path: str) -> None:
+    """Warm start (``init_from``): the weights of ``path`` must fit ``model`` exactly."""
+    result = model.load_state_dict(load_weights(path), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(f"init_from {path}: weights do not fit this model "
+                        f"(missing {result.missing_keys[:2]}, unexpected {result.unexpected_keys[:2]})")
+
+
+class Checkpoints:
+    """When and where a run checkpoints. Rank 0 writes ``step_<n>.pt``; with several ranks,
+    each other rank writes its own carry and random stream to ``step_<n>.rank<r>.pt``."""
+
+    def __init__(self, run_dir: str, cfg: TrainConfig, ctx: DistContext):
+        self.run_dir, self.cfg, self.ctx = run_dir, cfg, ctx
+        self.retention = Retention(run_dir, cfg.checkpoint_keep_last, cfg.checkpoint_keep_best,
+                                   cfg.checkpoint_mode)
+
+    def due(self, step: int, schedule: Schedule, eval_metrics: dict[str, float] | None,
+            stop_at: int | None) -> bool:
+        """At the last step (of the schedule, or of this ``fit``), every ``checkpoint_every``
+        steps, at every eval with ``checkpoint_every_eval``, and at a new best eval."""
+        cfg = self.cfg
+        if step == schedule.total_steps or step == stop_at:
+            return True
+        if schedule.checkpoint_every and step % schedule.checkpoint_every == 0:
+            return True
+        if eval_metrics is not None and cfg.checkpoint_every_eval:
+            return True
+        # The best eval so far is kept even when periodic checkpoints are off.
+        return bool(eval_metrics) and cfg.checkpoint_keep_best and self.retention.is_better(
+            eval_metrics.get(cfg.checkpoint_metric))
+
+    def save(self, step: int, state: dict, eval_metrics: dict[str, float] | None) -> tuple[str, bool]:
+        """Write this rank's file; note a new best and prune (rank 0). -> (path, is it the best)."""
+        path = checkpoint_file(self.run_dir, step)
+        if self.ctx.rank:
+            path = path.replace(".pt", f".rank{self.ctx.rank}.pt")
+        save(path, state)
+        metric = self.cfg.checkpoint_metric
+        value = (eval_metrics or {}).get(metric)
+        is_best = self.retention.is_better(value)
+        if is_best:
+            self.retention.record_best(step, value, metric, write=self.ctx.is_main)
+        if self.ctx.is_main:
+            self.retention.prune()
+        return path, is_best
+
+    def resume_state(self, state: dict) -> dict:
+        """The state this rank resumes from: rank 0's file, or the rank's own next to it."""
+        if self.ctx.rank > 0:
+            state = load(state["path"].replace(".pt", f".rank{self.ctx.rank}.pt"))
+        if "optimizer" not in state:
+            raise UserError(f"{state['path']} holds weights only; use init_from to warm-start from it")
+        return state

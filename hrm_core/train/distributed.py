@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+__all__ = ["DistContext", "all_reduce_grads", "all_reduce_sum", "broadcast_module", "destroy",
+           "init_distributed", "launched_by_torchrun", "mean_over_ranks"]
+
 
 @dataclass
 class DistContext:
@@ -64,6 +67,16 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.world_size > 1:
         dist.all_reduce(t)
     return t
+
+
+def mean_over_ranks(values: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, float]:
+    """0-d tensors by name -> their means over the ranks (in name order)."""
+    if not values:
+        return {}
+    keys = sorted(values)
+    stacked = torch.stack([values[k].detach().double() for k in keys])
+    stacked = all_reduce_sum(stacked, ctx) / ctx.world_size
+    return dict(zip(keys, stacked.tolist(), strict=True))
 
 
 def destroy(ctx: DistContext) -> None:

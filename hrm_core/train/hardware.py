@@ -10,6 +10,9 @@ import torch
 
 from hrm_core.errors import UserError
 
+__all__ = ["cpu_flags", "cpu_has_native_bf16", "describe", "resolve_device", "resolve_forward_dtype",
+           "resolve_low_precision_gemm", "versions"]
+
 
 @lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:

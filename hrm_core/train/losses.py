@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from hrm_core import names
-from hrm_core.model.variants import gate_regularisers, gate_stats
 
 IGNORE_LABEL_ID = -100
 
@@ -21,7 +20,9 @@ def log_stablemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.log(s / s.sum(dim=dim, keepdim=True))
 
 
-def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID) -> torch.Tensor:
+def stablemax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID
+) -> torch.Tensor:
     """Per-token stablemax cross-entropy, computed in float64 (float32 on MPS). -> (B, L)"""
     dtype = torch.float32 if logits.device.type == "mps" else torch.float64
     logp = log_stablemax(logits.to(dtype), dim=-1)
@@ -30,9 +31,12 @@ def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_i
     return -torch.where(valid, picked, 0)
 
 
-def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID) -> torch.Tensor:
+def softmax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID
+) -> torch.Tensor:
     flat = F.cross_entropy(
-        logits.float().view(-1, logits.shape[-1]), labels.long().view(-1), ignore_index=ignore_index, reduction="none"
+        logits.float().view(-1, logits.shape[-1]), labels.long().view(-1), ignore_index=ignore_index,
+        reduction="none",
     )
     return flat.view(labels.shape)
 
@@ -58,9 +62,9 @@ METRIC_KEYS = (
 class ACTLossHead(nn.Module):
     """Wraps the ACT model; returns (carry, loss, metric sums, outputs, all halted).
 
-    Gate regularisers are added to the loss; the feudal terms are returned in
-    ``outputs["side_losses"]`` as (term, params) pairs, each to be applied to its own
-    parameters only (``backward_all``); per-step statistics are in
+    The variants' terms (``model.inner.variants``, weighted by ``weights``) are added to the
+    loss, or returned in ``outputs["side_losses"]`` as (term, params) pairs, each to be
+    applied to its own parameters only (``backward_all``); their per-step statistics are in
     ``outputs["variant_metrics"]`` (means, 0-d tensors).
     """
 
@@ -69,47 +73,7 @@ class ACTLossHead(nn.Module):
         self.model = model
         self.loss_type = loss_type
         self.loss_fn = LOSS_FUNCTIONS[loss_type]
-        self.weights = {
-            "feudal_loss_weight": 0.0, "feudal_manager_weight": 0.0,
-            "gate_saturation_weight": 0.0, "gate_stability_weight": 0.0, **(weights or {}),
-        }
-
-    def _variant_terms(self, aux: dict) -> tuple[torch.Tensor | None, list, dict[str, torch.Tensor]]:
-        """Variant losses (summed over rows, like lm_loss) and their metrics.
-
-        -> (term added to the loss, [(term, params)] applied to those params only, metrics).
-        The feudal terms are restricted: the worker term trains the L module's blocks (not
-        the manager, not any gate), the manager term only the manager.
-        """
-        w, total, side, metrics = self.weights, None, [], {}
-
-        def add(term):
-            nonlocal total
-            total = term if total is None else total + term
-
-        if "feudal" in aux:
-            f = aux["feudal"]
-            inner = self.model.inner
-            if w["feudal_loss_weight"] > 0:
-                side.append((w["feudal_loss_weight"] * f["worker"].sum(), [p for p in inner.L_level.layers.parameters()]))
-            if w["feudal_manager_weight"] > 0 and not inner.subgoal.cfg.random_goals:
-                side.append((w["feudal_manager_weight"] * f["manager"].sum(), list(inner.subgoal.manager.parameters())))
-            metrics[names.FEUDAL_LOSS] = f["worker"].detach().mean()
-            metrics[names.FEUDAL_MANAGER_LOSS] = f["manager"].detach().mean()
-            metrics[names.FEUDAL_ALIGNMENT] = 1 - f["worker"].detach().mean()
-            metrics[names.FEUDAL_GOAL_UPDATES] = f["refreshed"].float().mean()
-            metrics[names.FEUDAL_GATE_MEAN] = f["gate"].float().mean()
-        if "gates" in aux:
-            for module, sources in (("L", ("self", "H", "x")), ("H", ("self", "L"))):
-                gates, previous = aux["gates"][module]
-                sat, stab = gate_regularisers(gates, previous)
-                if w["gate_saturation_weight"] > 0:
-                    add(w["gate_saturation_weight"] * sat.sum())
-                if w["gate_stability_weight"] > 0:
-                    add(w["gate_stability_weight"] * stab.sum())
-                for key, value in gate_stats(gates, sources).items():
-                    metrics[f"{names.GATE_PREFIX}{module}/{key}"] = value
-        return total, side, metrics
+        self.weights = dict(weights or {})
 
     def initial_carry(self, batch):
         return self.model.initial_carry(batch)
@@ -139,7 +103,8 @@ class ACTLossHead(nn.Module):
             loss = lm_loss + 0.5 * (q_halt_loss + q_continue_loss)
         aux = outputs.pop("aux", None) or {}
         if aux:
-            variant_loss, outputs["side_losses"], outputs["variant_metrics"] = self._variant_terms(aux)
+            terms = self.model.inner.variants.terms(aux, self.weights)
+            variant_loss, outputs["side_losses"], outputs["variant_metrics"] = terms
             if variant_loss is not None:
                 loss = loss + variant_loss
 
@@ -181,7 +146,8 @@ def backward_all(loss: torch.Tensor, side_losses: list, scale: float) -> None:
     """Backward of ``loss * scale``, then of each side term into its own parameters only."""
     (loss * scale).backward(retain_graph=bool(side_losses))
     for i, (term, params) in enumerate(side_losses):
-        grads = torch.autograd.grad(term * scale, params, allow_unused=True, retain_graph=i < len(side_losses) - 1)
+        last = i == len(side_losses) - 1
+        grads = torch.autograd.grad(term * scale, params, allow_unused=True, retain_graph=not last)
         for p, g in zip(params, grads, strict=True):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad + g

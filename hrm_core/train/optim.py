@@ -9,13 +9,17 @@ import torch
 import torch.distributed as dist
 from torch.optim import Optimizer
 
+from hrm_core.config.schema import TrainConfig
+
 try:  # fused CUDA kernel, extra "gpu"
     from adam_atan2 import AdamATan2 as FusedAdamATan2
 except ImportError:
     FusedAdamATan2 = None
 
 
-def cosine_schedule(step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+def cosine_schedule(
+    step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float
+) -> float:
     """Linear warm-up from 0, then cosine from base_lr to base_lr * min_ratio."""
     if step < warmup_steps:
         return base_lr * step / max(1, warmup_steps)
@@ -54,7 +58,8 @@ class AdamATan2(Optimizer):
     ``compile=True`` fuses the update with torch.compile (same maths, one pass per tensor).
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0, compile: bool = False):
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95),
+                 weight_decay: float = 0.0, compile: bool = False):
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
@@ -77,7 +82,8 @@ class AdamATan2(Optimizer):
             if self._compiled is not None and live and len({self.state[p]["step"] for p in live}) == 1:
                 step = self.state[live[0]]["step"]
                 scalars = [torch.tensor(x, dtype=torch.float64) for x in (
-                    group["lr"], beta1, beta2, group["weight_decay"], 1 - beta1**step, math.sqrt(1 - beta2**step))]
+                    group["lr"], beta1, beta2, group["weight_decay"], 1 - beta1**step,
+                    math.sqrt(1 - beta2**step))]
                 self._compiled(live, [p.grad for p in live], [self.state[p]["exp_avg"] for p in live],
                                [self.state[p]["exp_avg_sq"] for p in live], *scalars)
                 continue
@@ -91,13 +97,28 @@ class AdamATan2(Optimizer):
 
 
 def make_adam_atan2(
-    params, *, lr: float, betas: tuple[float, float], weight_decay: float, device: torch.device, compile: bool = False
+    params, *, lr: float, betas: tuple[float, float], weight_decay: float, device: torch.device,
+    compile: bool = False,
 ) -> tuple[Optimizer, str]:
     """The fused kernel on CUDA when its package is installed; pure torch otherwise."""
     if FusedAdamATan2 is not None and device.type == "cuda":
-        return FusedAdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay), "adam_atan2 (fused CUDA)"
+        fused = FusedAdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay)
+        return fused, "adam_atan2 (fused CUDA)"
     name = "AdamATan2 (pure torch, compiled)" if compile else "AdamATan2 (pure torch)"
     return AdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay, compile=compile), name
+
+
+def make_optimizers(
+    params, puzzle_emb, cfg: TrainConfig, device: torch.device, world_size: int = 1
+) -> tuple[Optimizer, str, SparseSignSGD | None]:
+    """A run's optimizers: AdamATan2 on ``params`` (its lr is set at every step) and its name,
+    and sign-SGD on the puzzle embedding (None without one)."""
+    optimizer, name = make_adam_atan2(params, lr=0.0, betas=(cfg.beta1, cfg.beta2),
+                                      weight_decay=cfg.weight_decay, device=device, compile=cfg.compile)
+    if puzzle_emb is None:
+        return optimizer, name, None
+    puzzle = SparseSignSGD(puzzle_emb, cfg.puzzle_emb_lr, cfg.puzzle_emb_weight_decay, world_size)
+    return optimizer, name, puzzle
 
 
 class SparseSignSGD:

@@ -1,7 +1,8 @@
 """Synthetic sweeps written into a real MLflow store, in the sweep engine's layout.
 
-Used by the tests (known true effects, known failures), by the scale benchmark and for
-demos of the report without training anything. Two writers: ``write_sweep`` goes
+Test support: used by the tests (known true effects, known failures), by the scale
+benchmark (``benchmarks/report_scale.py``) and for demos of the report without training
+anything. Two writers: ``write_sweep`` goes
 through MlflowClient like the engine does; ``write_sweep_bulk`` writes the child runs of
 a SQLite store with one ``executemany`` per table (thousands of runs in seconds) and
 creates the experiment and parent run through MlflowClient.
@@ -78,7 +79,7 @@ def _trial_metrics(
     acc = np.clip(_curve(final_acc, 0.02, steps, budget) + rng.normal(0, 0.01, steps.size), 0, 1)
     loss = 2.3 * (1 - 0.8 * _curve(1.0, 0.0, steps, budget)) + rng.normal(0, 0.02, steps.size)
     if diverge:
-        loss[-max(1, steps.size // 10):] = np.nan
+        loss[-max(1, steps.size // 10) :] = np.nan
     for s, a, lo in zip(steps.tolist(), acc.tolist(), loss.tolist(), strict=True):
         rows += [(TRAIN_KEYS[0], lo, s), (TRAIN_KEYS[1], a, s), (TRAIN_KEYS[2], 1e-3, s)]
     evals = [s for s in range(eval_every, last_step + 1, eval_every)]
@@ -91,15 +92,22 @@ def _trial_metrics(
     for s, a in zip(evals, eval_acc.tolist(), strict=True):
         tok = min(1.0, 0.5 + 0.5 * a)
         rows += [
-            (names.EVAL_EXACT_ACCURACY, a, s), (names.EVAL_ACCURACY, tok, s),
-            (names.EVAL_STEPS, steps_mean + rng.normal(0, 0.05), s), (names.EVAL_LM_LOSS, 2.0 * (1 - tok) + 0.05, s),
+            (names.EVAL_EXACT_ACCURACY, a, s),
+            (names.EVAL_ACCURACY, tok, s),
+            (names.EVAL_STEPS, steps_mean + rng.normal(0, 0.05), s),
+            (names.EVAL_LM_LOSS, 2.0 * (1 - tok) + 0.05, s),
         ]
     every = max(1, eval_every // 2)
     for s in range(every, last_step + 1, every):
         frac = s / budget
         if "gate" in variants:
-            for key, base in (("gate/L/self_mean", 0.5), ("gate/L/H_mean", 0.6), ("gate/L/x_mean", 0.7),
-                              ("gate/H/self_mean", 0.5), ("gate/H/L_mean", 0.55)):
+            for key, base in (
+                ("gate/L/self_mean", 0.5),
+                ("gate/L/H_mean", 0.6),
+                ("gate/L/x_mean", 0.7),
+                ("gate/H/self_mean", 0.5),
+                ("gate/H/L_mean", 0.55),
+            ):
                 rows.append((key, base + 0.2 * frac + rng.normal(0, 0.01), s))
             for key in ("gate/L/sat_low", "gate/H/sat_low"):
                 rows.append((key, 0.05 * frac, s))
@@ -108,8 +116,10 @@ def _trial_metrics(
         if "feudal" in variants:
             align = 0.2 + 0.6 * frac + rng.normal(0, 0.02)
             rows += [
-                (names.FEUDAL_LOSS, 1 - align, s), (names.FEUDAL_ALIGNMENT, align, s),
-                (names.FEUDAL_MANAGER_LOSS, 0.5 - 0.3 * frac, s), (names.FEUDAL_GOAL_UPDATES, 0.25, s),
+                (names.FEUDAL_LOSS, 1 - align, s),
+                (names.FEUDAL_ALIGNMENT, align, s),
+                (names.FEUDAL_MANAGER_LOSS, 0.5 - 0.3 * frac, s),
+                (names.FEUDAL_GOAL_UPDATES, 0.25, s),
                 (names.FEUDAL_GATE_MEAN, 0.5 + 0.1 * frac, s),
             ]
     if stages:
@@ -118,33 +128,54 @@ def _trial_metrics(
     return rows
 
 
-def compute_rows(flops_per_step: float, budget: int, last_step: int, eval_every: int, seconds_per_step: float = 0.01,
-                 devices: int = 1) -> list[tuple[str, float, int]]:
+def compute_rows(
+    flops_per_step: float,
+    budget: int,
+    last_step: int,
+    eval_every: int,
+    seconds_per_step: float = 0.01,
+    devices: int = 1,
+) -> list[tuple[str, float, int]]:
     """compute/* rows as the trainer logs them: cumulative FLOPs = flops_per_step x step at
     every eval step, every eval_every/2 steps and the last step; the planned figures once."""
     every = max(1, eval_every // 2)
-    steps = sorted({*range(every, last_step + 1, every), *range(eval_every, last_step + 1, eval_every), last_step})
-    rows = [(names.COMPUTE_PLANNED_STEPS, float(budget), steps[0]), (names.COMPUTE_PLANNED_FLOPS, float(flops_per_step * budget), steps[0])]
+    steps = sorted(
+        {*range(every, last_step + 1, every), *range(eval_every, last_step + 1, eval_every), last_step}
+    )
+    rows = [
+        (names.COMPUTE_PLANNED_STEPS, float(budget), steps[0]),
+        (names.COMPUTE_PLANNED_FLOPS, float(flops_per_step * budget), steps[0]),
+    ]
     for s in steps:
-        rows += [(names.COMPUTE_TRAIN_FLOPS, float(flops_per_step * s), s), (names.COMPUTE_FLOPS_PER_STEP, float(flops_per_step), s),
-                 (names.COMPUTE_WALL_SECONDS, seconds_per_step * s, s), (names.COMPUTE_DEVICE_SECONDS, seconds_per_step * s * devices, s)]
+        rows += [
+            (names.COMPUTE_TRAIN_FLOPS, float(flops_per_step * s), s),
+            (names.COMPUTE_FLOPS_PER_STEP, float(flops_per_step), s),
+            (names.COMPUTE_WALL_SECONDS, seconds_per_step * s, s),
+            (names.COMPUTE_DEVICE_SECONDS, seconds_per_step * s * devices, s),
+        ]
     return rows
 
 
-def diag_rows(rng: np.random.Generator, last_step: int, eval_every: int, explode_at: int | None = None) -> list[tuple[str, float, int]]:
+def diag_rows(
+    rng: np.random.Generator, last_step: int, eval_every: int, explode_at: int | None = None
+) -> list[tuple[str, float, int]]:
     """diag/grad_norm and the ACT at-max shares at each eval step (a spike from ``explode_at``)."""
     rows = []
     for s in range(eval_every, last_step + 1, eval_every):
         g = 1.0 + rng.normal(0, 0.05) if explode_at is None or s < explode_at else 1e3
-        rows += [(names.DIAG_GRAD_NORM, g, s), (names.DIAG_HALT_AT_MAX.format(split=names.TRAIN), 0.3 + 0.1 * s / last_step, s),
-                 (names.DIAG_HALT_AT_MAX.format(split=names.EVAL), 0.25 + 0.1 * s / last_step, s)]
+        rows += [
+            (names.DIAG_GRAD_NORM, g, s),
+            (names.DIAG_HALT_AT_MAX.format(split=names.TRAIN), 0.3 + 0.1 * s / last_step, s),
+            (names.DIAG_HALT_AT_MAX.format(split=names.EVAL), 0.25 + 0.1 * s / last_step, s),
+        ]
     return rows
 
 
 def health_tags(alerts: dict[str, str] | None) -> dict[str, str]:
     """hrm.alerts and hrm.alert.<rule> tags as the alert rules write them ({} = healthy)."""
     alerts = alerts or {}
-    return {names.TAG_ALERTS: ",".join(alerts), **{f"{names.TAG_ALERT_PREFIX}{k}": v for k, v in alerts.items()}}
+    rules = {f"{names.TAG_ALERT_PREFIX}{k}": v for k, v in alerts.items()}
+    return {names.TAG_ALERTS: ",".join(alerts), **rules}
 
 
 def sweep_compute_totals(sweep: Sweep) -> dict[str, float]:
@@ -165,7 +196,11 @@ def sweep_compute_totals(sweep: Sweep) -> dict[str, float]:
             saved += max(0.0, last[names.COMPUTE_PLANNED_FLOPS][1] - last[names.COMPUTE_TRAIN_FLOPS][1])
     if not seen:
         return {}
-    return {names.COMPUTE_SWEEP_FLOPS: flops, names.COMPUTE_SWEEP_DEVICE_SECONDS: device, names.COMPUTE_SAVED_FLOPS: saved}
+    return {
+        names.COMPUTE_SWEEP_FLOPS: flops,
+        names.COMPUTE_SWEEP_DEVICE_SECONDS: device,
+        names.COMPUTE_SAVED_FLOPS: saved,
+    }
 
 
 def make_ablation(
@@ -205,25 +240,47 @@ def make_ablation(
     for seed in seeds:
         for arm in arms:
             outcome = outcomes.get((arm, seed), names.OUTCOME_COMPLETED)
-            final = float(np.clip(base + effects.get(arm, 0.0) + seed_shift[seed] + r.normal(0, noise_sd), 0, 1))
+            planted = base + effects.get(arm, 0.0) + seed_shift[seed]
+            final = float(np.clip(planted + r.normal(0, noise_sd), 0, 1))
             last = budget if outcome == names.OUTCOME_COMPLETED else budget // 2
             steps_mean = 8.0 - 2.0 * effects.get(arm, 0.0) / max(abs(v) for v in [*effects.values(), 1e-9])
-            rows = _trial_metrics(r, final, steps_mean, budget, last, eval_every, variants.get(arm, ()),
-                                  diverge=outcome == names.OUTCOME_DIVERGED, stages=stages.get(arm, ()))
+            rows = _trial_metrics(
+                r,
+                final,
+                steps_mean,
+                budget,
+                last,
+                eval_every,
+                variants.get(arm, ()),
+                diverge=outcome == names.OUTCOME_DIVERGED,
+                stages=stages.get(arm, ()),
+            )
             if outcome in (names.OUTCOME_ERROR, names.OUTCOME_KILLED):
                 rows = [row for row in rows if row[0].startswith(names.TRAIN + "/")][: 3 * 10]  # died early
-            if flops_per_step and arm in flops_per_step and outcome not in (names.OUTCOME_ERROR, names.OUTCOME_KILLED):
+            died = outcome in (names.OUTCOME_ERROR, names.OUTCOME_KILLED)
+            if flops_per_step and arm in flops_per_step and not died:
                 rows += compute_rows(flops_per_step[arm], budget, last, eval_every)
             fired = (alerts or {}).get((arm, seed))
             if diag:
-                explode = int(fired["grad_explosion"].split(":")[0].split()[1]) if fired and "grad_explosion" in fired else None
+                explode = None
+                if fired and "grad_explosion" in fired:
+                    explode = int(fired["grad_explosion"].split(":")[0].split()[1])
                 rows += diag_rows(r, last, eval_every, explode)
-            params = {"seed": str(seed), "lr": "0.001", "arch.hidden_size": "64",
-                      "arch.use_gating": str("gate" in variants.get(arm, ())), "loss.feudal_loss_weight": "0.0"}
+            params = {
+                "seed": str(seed),
+                "lr": "0.001",
+                "arch.hidden_size": "64",
+                "arch.use_gating": str("gate" in variants.get(arm, ())),
+                "loss.feudal_loss_weight": "0.0",
+            }
             extra = health_tags(fired) if health_checked or fired else {}
             trials.append(Trial(f"{arm}_s{seed}", arm, seed, outcome, params, rows, extra))
-    tags = {names.TAG_SWEEP_KIND: "ablation", names.TAG_CONTROL: control,
-            names.TAG_OBJECTIVE: names.EVAL_EXACT_ACCURACY, names.TAG_OBJECTIVE_MODE: "max"}
+    tags = {
+        names.TAG_SWEEP_KIND: "ablation",
+        names.TAG_CONTROL: control,
+        names.TAG_OBJECTIVE: names.EVAL_EXACT_ACCURACY,
+        names.TAG_OBJECTIVE_MODE: "max",
+    }
     sweep = Sweep(name, "ablation", tags, trials)
     sweep.parent_metrics = sweep_compute_totals(sweep)
     return sweep
@@ -256,7 +313,8 @@ def make_search(
         lr = float(10 ** r.uniform(-4, -2))
         hidden = int(r.choice([64, 128, 256]))
         dropout = float(r.uniform(0, 0.3))
-        final = float(np.clip(0.8 - 0.5 * (math.log10(lr) + 3) ** 2 + 0.02 * math.log2(hidden / 64) + r.normal(0, 0.01), 0, 1))
+        planted = 0.8 - 0.5 * (math.log10(lr) + 3) ** 2 + 0.02 * math.log2(hidden / 64)
+        final = float(np.clip(planted + r.normal(0, 0.01), 0, 1))
         specs.append((i, lr, hidden, dropout, final))
     alive = list(range(n_trials))
     last_step = {i: budget for i in alive}
@@ -271,14 +329,28 @@ def make_search(
         rows = _trial_metrics(r, final, 6.0, budget, last_step[i], eval_every)
         if flops_per_step:
             rows += compute_rows(flops_per_step * hidden / 64, budget, last_step[i], eval_every)
-        params = {"seed": "0", "lr": f"{lr:.6g}", "arch.hidden_size": str(hidden), "arch.dropout": f"{dropout:.4g}"}
+        params = {
+            "seed": "0",
+            "lr": f"{lr:.6g}",
+            "arch.hidden_size": str(hidden),
+            "arch.dropout": f"{dropout:.4g}",
+        }
         arm = f"lr={lr:.3g},arch.hidden_size={hidden},arch.dropout={dropout:.3g}"
         trials.append(Trial(f"t{i:03d}", arm, 0, outcome, params, rows))
         evals = [row for row in rows if row[0] == names.EVAL_EXACT_ACCURACY]
-        study.append({"params": {"lr": lr, "arch.hidden_size": hidden, "arch.dropout": dropout},
-                      "value": evals[-1][1] if evals else None, "pruned": stopped,
-                      "intermediate": {s: v for _, v, s in evals}})
-    tags = {names.TAG_SWEEP_KIND: "search", names.TAG_OBJECTIVE: names.EVAL_EXACT_ACCURACY, names.TAG_OBJECTIVE_MODE: "max"}
+        study.append(
+            {
+                "params": {"lr": lr, "arch.hidden_size": hidden, "arch.dropout": dropout},
+                "value": evals[-1][1] if evals else None,
+                "pruned": stopped,
+                "intermediate": {s: v for _, v, s in evals},
+            }
+        )
+    tags = {
+        names.TAG_SWEEP_KIND: "search",
+        names.TAG_OBJECTIVE: names.EVAL_EXACT_ACCURACY,
+        names.TAG_OBJECTIVE_MODE: "max",
+    }
     sweep = Sweep(name, "search", tags, trials, study)
     if parent_totals:
         sweep.parent_metrics = sweep_compute_totals(sweep)
@@ -295,16 +367,22 @@ def write_optuna_study(sweep: Sweep, storage: str, study_name: str) -> None:
         "arch.hidden_size": optuna.distributions.CategoricalDistribution([64, 128, 256]),
         "arch.dropout": optuna.distributions.FloatDistribution(0.0, 0.3),
     }
-    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, direction="maximize", load_if_exists=True
+    )
     state = optuna.trial.TrialState
-    study.add_trials([
-        optuna.trial.create_trial(
-            params=t["params"], distributions=dists,
-            value=None if t["pruned"] else t["value"], state=state.PRUNED if t["pruned"] else state.COMPLETE,
-            intermediate_values=t["intermediate"],
-        )
-        for t in sweep.study or []
-    ])
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params=t["params"],
+                distributions=dists,
+                value=None if t["pruned"] else t["value"],
+                state=state.PRUNED if t["pruned"] else state.COMPLETE,
+                intermediate_values=t["intermediate"],
+            )
+            for t in sweep.study or []
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -340,8 +418,12 @@ def _experiment(client, sweep: str, artifact_root: str | None) -> str:
 
 def _parent(client, exp_id: str, sweep: Sweep, status: str = "finished") -> str:
     tags = {
-        names.TAG_RUN_KIND: names.RUN_KIND_SWEEP, names.TAG_SWEEP: sweep.name, names.TAG_SWEEP_STATUS: status,
-        names.TAG_GIT_COMMIT: "0" * 40, names.TAG_SWEEP_HASH: "synthetic", **sweep.parent_tags,
+        names.TAG_RUN_KIND: names.RUN_KIND_SWEEP,
+        names.TAG_SWEEP: sweep.name,
+        names.TAG_SWEEP_STATUS: status,
+        names.TAG_GIT_COMMIT: "0" * 40,
+        names.TAG_SWEEP_HASH: "synthetic",
+        **sweep.parent_tags,
     }
     run = client.create_run(exp_id, run_name=names.parent_run_name(sweep.name), tags=tags)
     return run.info.run_id
@@ -349,14 +431,23 @@ def _parent(client, exp_id: str, sweep: Sweep, status: str = "finished") -> str:
 
 def _child_tags(sweep: Sweep, trial: Trial, parent_id: str) -> dict[str, str]:
     return {
-        names.TAG_RUN_KIND: names.RUN_KIND_TRIAL, names.TAG_SWEEP: sweep.name, names.TAG_INVOCATION: parent_id,
-        names.TAG_MLFLOW_PARENT: parent_id, names.TAG_TRIAL_ID: trial.trial_id, names.TAG_ARM: trial.arm,
-        names.TAG_SEED: str(trial.seed), names.TAG_GIT_COMMIT: "0" * 40, names.TAG_GIT_DIRTY: "false",
-        names.TAG_CONFIG_HASH: hashlib.sha256(f"{trial.arm}|{trial.seed}".encode()).hexdigest()[:16], names.TAG_DATASET_FINGERPRINT: "synthetic0000000",
+        names.TAG_RUN_KIND: names.RUN_KIND_TRIAL,
+        names.TAG_SWEEP: sweep.name,
+        names.TAG_INVOCATION: parent_id,
+        names.TAG_MLFLOW_PARENT: parent_id,
+        names.TAG_TRIAL_ID: trial.trial_id,
+        names.TAG_ARM: trial.arm,
+        names.TAG_SEED: str(trial.seed),
+        names.TAG_GIT_COMMIT: "0" * 40,
+        names.TAG_GIT_DIRTY: "false",
+        names.TAG_CONFIG_HASH: hashlib.sha256(f"{trial.arm}|{trial.seed}".encode()).hexdigest()[:16],
+        names.TAG_DATASET_FINGERPRINT: "synthetic0000000",
     }
 
 
-def write_sweep(tracking_uri: str, sweep: Sweep, artifact_root: str | None = None, optuna_dir: str | None = None) -> str:
+def write_sweep(
+    tracking_uri: str, sweep: Sweep, artifact_root: str | None = None, optuna_dir: str | None = None
+) -> str:
     """Write a sweep through MlflowClient (as the engine does). Returns the parent run id."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
@@ -367,7 +458,11 @@ def write_sweep(tracking_uri: str, sweep: Sweep, artifact_root: str | None = Non
     _attach_study(client, sweep, parent_id, optuna_dir)
     ts = int(time.time() * 1000)
     for trial in sweep.trials:
-        run = client.create_run(exp_id, run_name=names.child_run_name(sweep.name, trial.trial_id), tags=_child_tags(sweep, trial, parent_id))
+        run = client.create_run(
+            exp_id,
+            run_name=names.child_run_name(sweep.name, trial.trial_id),
+            tags=_child_tags(sweep, trial, parent_id),
+        )
         rid = run.info.run_id
         params = [Param(k, v) for k, v in trial.params.items()]
         metrics = [Metric(k, v, ts + s, s) for k, v, s in trial.metrics]
@@ -379,7 +474,7 @@ def write_sweep(tracking_uri: str, sweep: Sweep, artifact_root: str | None = Non
         for k, v in trial.tags.items():
             client.set_tag(rid, k, v)
         if trial.outcome == names.OUTCOME_ERROR:
-            client.set_tag(rid, "hrm.error", "RuntimeError: synthetic failure")
+            client.set_tag(rid, names.TAG_ERROR, "RuntimeError: synthetic failure")
         client.set_terminated(rid, status=names.OUTCOME_STATUS[trial.outcome])
     for k, v in sweep.parent_metrics.items():
         client.log_metric(parent_id, k, v)
@@ -391,7 +486,8 @@ def _attach_study(client, sweep: Sweep, parent_id: str, optuna_dir: str | None) 
     if sweep.study is None or optuna_dir is None:
         return
     os.makedirs(optuna_dir, exist_ok=True)
-    storage = f"sqlite:///{os.path.join(os.path.abspath(optuna_dir), f'{names.safe_name(sweep.name)}-{parent_id[:12]}.optuna.db')}"
+    db = f"{names.safe_name(sweep.name)}-{parent_id[:12]}.optuna.db"
+    storage = f"sqlite:///{os.path.join(os.path.abspath(optuna_dir), db)}"
     write_optuna_study(sweep, storage, parent_id)
     client.set_tag(parent_id, names.TAG_OPTUNA_STORAGE, storage)
     client.set_tag(parent_id, names.TAG_OPTUNA_STUDY, parent_id)
@@ -413,10 +509,30 @@ def write_sweep_bulk(tracking_uri: str, sweep: Sweep, artifact_root: str | None 
         rid = uuid.uuid4().hex
         run_name = names.child_run_name(sweep.name, trial.trial_id)
         status = names.OUTCOME_STATUS[trial.outcome]
-        runs.append((rid, run_name, "UNKNOWN", "", "", "synthetic", status, now, now + 60_000, "", "active",
-                     f"{location}/{rid}/artifacts", int(exp_id)))
-        for k, v in {**_child_tags(sweep, trial, parent_id), names.TAG_OUTCOME: trial.outcome, "mlflow.runName": run_name, **trial.tags}.items():
-            tags.append((k, v, rid))
+        runs.append(
+            (
+                rid,
+                run_name,
+                "UNKNOWN",
+                "",
+                "",
+                "synthetic",
+                status,
+                now,
+                now + 60_000,
+                "",
+                "active",
+                f"{location}/{rid}/artifacts",
+                int(exp_id),
+            )
+        )
+        run_tags = {
+            **_child_tags(sweep, trial, parent_id),
+            names.TAG_OUTCOME: trial.outcome,
+            "mlflow.runName": run_name,
+            **trial.tags,
+        }
+        tags += [(k, v, rid) for k, v in run_tags.items()]
         params += [(k, v, rid) for k, v in trial.params.items()]
         last: dict[str, tuple] = {}
         for k, v, s in trial.metrics:
@@ -430,14 +546,22 @@ def write_sweep_bulk(tracking_uri: str, sweep: Sweep, artifact_root: str | None 
     try:
         with con:
             con.executemany(
-                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, start_time, "
-                "end_time, source_version, lifecycle_stage, artifact_uri, experiment_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, "
+                "status, start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 runs,
             )
             con.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?,?,?)", tags)
             con.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?,?,?)", params)
-            con.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?,?,?,?,?,?)", metrics)
-            con.executemany("INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES (?,?,?,?,?,?)", latest)
+            con.executemany(
+                "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?,?,?,?,?,?)",
+                metrics,
+            )
+            con.executemany(
+                "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
+                "VALUES (?,?,?,?,?,?)",
+                latest,
+            )
     finally:
         con.close()
     for k, v in sweep.parent_metrics.items():

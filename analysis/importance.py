@@ -1,0 +1,96 @@
+"""Parameter importance for searches: a seeded fANOVA (PED-ANOVA without scikit-learn)
+on the sweep's persisted Optuna study, or, when the study cannot be read, |Spearman rho|
+between each parameter and the trials' values at one rung.
+
+``study_importances`` is the only code in ``analysis`` that opens the sweep engine's
+Optuna storage (its SQLite file); it imports optuna when called.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pandas as pd
+from scipy import stats as sps
+
+
+def _load_study(storage: str, study_name: str):
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else None
+    if path is not None and not os.path.exists(path):  # Optuna would create an empty one
+        raise LookupError(f"Optuna storage {storage} does not exist")
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except (KeyError, ValueError, RuntimeError, ImportError, SQLAlchemyError) as e:
+        raise LookupError(f"cannot load Optuna study '{study_name}' from {storage}: {e}") from None
+
+
+def _evaluator():
+    """fANOVA's forest when scikit-learn is there (mlflow brings it), else PED-ANOVA."""
+    import optuna
+
+    if importlib.util.find_spec("sklearn") is not None:
+        return optuna.importance.FanovaImportanceEvaluator(seed=0), "fANOVA"
+    return optuna.importance.PedAnovaImportanceEvaluator(), "PED-ANOVA"
+
+
+def study_importances(
+    storage: str, study_name: str, objective_index: int = 0
+) -> tuple[dict[str, float], str]:
+    """Parameter importances (seeded fANOVA; PED-ANOVA without scikit-learn) from the
+    sweep's persisted Optuna study, and how they were computed.
+
+    With early stopping, the completed trials are the survivors only, so trials are
+    compared at one rung instead: each trial's intermediate value at the largest step
+    every trial reached. Without pruned trials, the final values are used. Raises
+    ``LookupError`` when the study cannot be read or has too few trials.
+    """
+    import optuna
+
+    study = _load_study(storage, study_name)
+    state = optuna.trial.TrialState
+    done = study.get_trials(deepcopy=False, states=(state.COMPLETE,))
+    pruned = study.get_trials(deepcopy=False, states=(state.PRUNED,))
+    evaluator, method = _evaluator()
+    multi = len(study.directions) > 1
+    if not pruned or multi:
+        if len(done) < 2:
+            raise LookupError(f"Optuna study has {len(done)} completed trial(s): too few for importances")
+        target = (lambda t: t.values[objective_index]) if multi else None
+        imp = optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
+        how = f"{method} on the final values of {len(done)} completed trials (Optuna study)"
+        return {k: float(v) for k, v in imp.items()}, how
+    trials = [t for t in (*done, *pruned) if t.intermediate_values]
+    if len(trials) < 2:
+        raise LookupError("Optuna study has too few trials with intermediate values for importances")
+    rung = min(max(t.intermediate_values) for t in trials)
+    same_rung = optuna.create_study(direction=study.direction)
+    same_rung.add_trials([
+        optuna.trial.create_trial(
+            params=t.params, distributions=t.distributions,
+            value=t.intermediate_values[max(s for s in t.intermediate_values if s <= rung)],
+        )
+        for t in trials
+    ])
+    imp = optuna.importance.get_param_importances(same_rung, evaluator=evaluator)
+    how = f"{method} on {len(trials)} trials of the Optuna study, all compared at step {rung}"
+    return {k: float(v) for k, v in imp.items()}, how
+
+
+def rank_importances(params: pd.DataFrame, values: pd.Series) -> dict[str, float]:
+    """Fallback importance: |Spearman rho| between each parameter and the value (trials
+    compared at one rung). Categorical parameters use their category codes."""
+    out = {}
+    v = pd.to_numeric(values, errors="coerce")
+    for col in params.columns:
+        x = pd.to_numeric(params[col], errors="coerce")
+        if x.isna().any():
+            x = params[col].astype("category").cat.codes.astype(float)
+        ok = x.notna() & v.notna()
+        if ok.sum() >= 3 and x[ok].nunique() > 1 and v[ok].nunique() > 1:
+            out[col.removeprefix("params.")] = float(abs(sps.spearmanr(x[ok], v[ok]).statistic))
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))

@@ -1,0 +1,230 @@
+"""The tables the report notebook shows, each a DataFrame built from an ``Analysis``
+(a one-row ``note`` frame when there is nothing to show). Formats; computes nothing new
+beyond the power of the paired design."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from analysis import compute, rungs, stats
+from analysis.report import fmt
+from analysis.report.prose import NO_COMPUTE
+from hrm_core import names
+
+if TYPE_CHECKING:
+    from analysis.report.sweep_analysis import Analysis
+
+
+def _note(text: str) -> pd.DataFrame:
+    return pd.DataFrame({"note": [text]})
+
+
+def overview_table(a: Analysis) -> pd.DataFrame:
+    """The sweep as its parent run records it."""
+    info, tags = a.info, a.info.parent_tags
+    seeds = sorted(int(s) for s in a.runs["seed"].dropna().unique())
+    started = ""
+    if math.isfinite(info.start_time):
+        started = datetime.fromtimestamp(info.start_time, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rows = {
+        "sweep": info.sweep,
+        "kind": a.kind,
+        "parent run": (f"{info.parent_run_name} ({info.parent_run_id})" if info.parent_run_id
+                       else "all invocations"),
+        "status": info.status,
+        "experiment": f"{info.experiment_name} (id {info.experiment_id})",
+        "tracking URI": info.tracking_uri,
+        "primary metric": f"{a.metric} ({a.mode})",
+        "control": a.control or "-",
+        "runs": len(a.runs),
+        "arms": a.runs["arm"].nunique() if a.kind != "search" else "-",
+        "seeds": ", ".join(map(str, seeds)) if len(seeds) <= 12 else f"{len(seeds)} seeds",
+        "git commit": tags.get(names.TAG_GIT_COMMIT, ""),
+        "sweep file hash": tags.get(names.TAG_SWEEP_HASH, ""),
+        "started": started,
+    }
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+
+
+def leaderboard_table(a: Analysis, top: int = 25) -> pd.DataFrame:
+    """Ablation: arms by mean with CI and difference to the control. Search: trials by rung."""
+    if a.kind == "search":
+        if a.leaderboard.empty:
+            return _note(f"no trial has logged {a.metric} yet")
+        return a.leaderboard.drop(columns=["run_id"]).head(top)
+    s = a.summary.set_index("arm").reindex(a.arm_order or a.summary["arm"]).reset_index()
+    ctrl = s.loc[s["arm"] == a.control, "mean"]
+    c = float(ctrl.iloc[0]) if len(ctrl) else math.nan
+    scale, unit = stats.display_scale(a.metric)
+    ci = [f"[{lo:.4g}, {hi:.4g}]" if np.isfinite(lo) else "n < 2: no CI"
+          for lo, hi in zip(s["ci_low"], s["ci_high"], strict=True)]
+    return pd.DataFrame({
+        "arm": s["arm"] + np.where(s["arm"] == a.control, " (control)", ""),
+        "n": s["n"],
+        f"mean {a.metric}": s["mean"],
+        "sd": s["sd"],
+        "95% CI": ci,
+        f"mean - control{unit}": (s["mean"] - c) * scale,
+        "excluded": [f"{e} ({w})" if e else "0"
+                     for e, w in zip(s["excluded"], s["excluded_why"], strict=True)],
+    })
+
+
+def comparison_table(a: Analysis, role: str = "primary") -> pd.DataFrame:
+    """Arm-vs-control rows of one role, with readable column names."""
+    if a.comparisons.empty or not (a.comparisons["role"] == role).any():
+        if role == "exploratory":
+            return _note("no exploratory metrics logged")
+        if not a.metric_logged:
+            return _note(f"no run has logged {a.metric} yet")
+        return _note("nothing to compare (one arm)")
+    c = a.comparisons[a.comparisons["role"] == role]
+    scale = c["metric"].map(lambda m: stats.display_scale(m)[0])
+    n = [f"{p} pairs" if t == "paired t" else f"{na} vs {nc}"
+         for p, t, na, nc in zip(c["n_pairs"], c["test"], c["n_arm"], c["n_control"], strict=True)]
+    return pd.DataFrame({
+        "metric": c["metric"], "arm": c["arm"], "vs": c["control"], "test": c["test"], "n": n,
+        "diff": c["diff"] * scale, "ci_low": c["ci_low"] * scale, "ci_high": c["ci_high"] * scale,
+        "p": c["p"], "p_holm": c["p_holm"], "significant": c["significant"], "effect": c["effect"],
+        "effect_kind": c["effect_kind"], "wilcoxon_p": c["wilcoxon_p"], "verdict": c["verdict"],
+        "role": c["role"], "note": c["note"],
+    }).reset_index(drop=True)
+
+
+def power_table(a: Analysis) -> pd.DataFrame:
+    """What the paired design can detect: power at stated effect sizes and the 80%-power
+    minimum detectable effect, per arm's number of pairs."""
+    c = a.comparisons
+    if not c.empty:
+        c = c[(c["role"] == "primary") & (c["test"] == "paired t")]
+    if c.empty:
+        return _note("no paired comparison: power not computed")
+    scale, unit = stats.display_scale(a.metric)
+    rows = []
+    for _, r in c.iterrows():
+        n = int(r["n_pairs"])
+        mde = stats.min_detectable_dz(n, a.alpha)
+        rows.append({
+            "arm": r["arm"], "pairs": n,
+            **{f"power at d_z={d:g}": stats.power_paired_t(d, n, a.alpha) for d in (0.5, 1.0, 2.0)},
+            "MDE d_z (80%)": mde, f"MDE{unit or ' (metric units)'}": mde * r["sd_diff"] * scale,
+        })
+    return pd.DataFrame(rows)
+
+
+def rung_values(a: Analysis) -> pd.DataFrame:
+    """Search: every trial's value at each rung it reached."""
+    if a.kind != "search" or not a.metric_logged:
+        return pd.DataFrame(columns=["run_id", "rung", "value"])
+    return rungs.rung_values(a.history, a.metric, rungs.infer_rungs(a.history, a.runs, a.metric))
+
+
+def compute_totals_table(a: Analysis) -> pd.DataFrame:
+    """Training FLOPs and device-seconds per arm (searches: per outcome) and for the sweep."""
+    if not a.compute_logged:
+        return _note(NO_COMPUTE)
+    by = "outcome" if a.kind == "search" else "arm"
+    t = compute.compute_totals(a.runs, by)
+    if by == "arm" and a.arm_order:
+        order = [x for x in a.arm_order if x in set(t["arm"])] + [x for x in t["arm"] if x not in a.arm_order]
+        t = t.set_index("arm").reindex(order).reset_index()
+    flops, device, source = compute.sweep_totals(a.info.parent_metrics, a.runs)
+    rows = [{by: str(r[by]), "runs": int(r["runs"]), "train FLOPs": fmt.flops(r["train_flops"]),
+             "mean per run": fmt.flops(r["mean_train_flops"]),
+             "device-seconds": fmt.seconds(r["device_seconds"])}
+            for _, r in t.iterrows()]
+    rows.append({by: f"sweep ({source})", "runs": len(a.runs), "train FLOPs": fmt.flops(flops),
+                 "mean per run": "", "device-seconds": fmt.seconds(device)})
+    return pd.DataFrame(rows)
+
+
+def _reach_cell(r) -> str:
+    return f"{fmt.flops(r.flops)} (step {int(r.step)})" if r.reached else "not reached"
+
+
+def _trials_to_target(a: Analysis) -> pd.DataFrame:
+    """Searches: one row per trial, cheapest to the target first."""
+    t, meta = a.to_target, a.runs.set_index("run_id")
+    out = t.assign(_k=np.where(t["reached"], t["flops"], np.inf))
+    out = out.sort_values(["_k", "final_step"], ascending=[True, False])
+    return pd.DataFrame({
+        "trial": [meta.at[r, "trial_id"] or meta.at[r, "run_name"] for r in out["run_id"]],
+        "outcome": out["outcome"].to_numpy(),
+        "FLOPs to target": [_reach_cell(r) for r in out.itertuples()],
+        "last eval step": out["final_step"].astype(int).to_numpy(),
+        "FLOPs at last eval": [fmt.flops(x) for x in out["final_flops"]],
+    }).reset_index(drop=True)
+
+
+def _arm_to_target(a: Analysis, arm: str, seeds: list[int], summary: pd.Series) -> dict:
+    """One arm's row: each seed's FLOPs to the target, the median and the mean."""
+    g = a.to_target[a.to_target["arm"] == arm]
+    row: dict = {"arm": arm + (" (control)" if arm == a.control else "")}
+    for seed in seeds:
+        cell = g[g["seed"].eq(seed).fillna(False).astype(bool)]
+        row[f"seed {seed}"] = _reach_cell(next(cell.itertuples())) if len(cell) else "–"
+    if g["seed"].isna().any():
+        row["no seed"] = ", ".join(_reach_cell(r) for r in g[g["seed"].isna()].itertuples())
+    row["reached"] = f"{int(summary['reached'])}/{int(summary['runs'])}"
+    median = summary["median_flops"]
+    row["median FLOPs"] = fmt.flops(median) if np.isfinite(median) else "not reached"
+    mean = summary["mean_flops_reached"]
+    row["mean FLOPs (runs that reached)"] = fmt.flops(mean) if summary["reached"] else "–"
+    return row
+
+
+def compute_to_target_table(a: Analysis) -> pd.DataFrame:
+    """FLOPs each run spent until its first eval at the target: per seed, then the arm's
+    median (never-reached runs count as infinite) and mean over the runs that reached it.
+    Searches: one row per trial, cheapest first."""
+    if not a.compute_logged:
+        return _note(NO_COMPUTE)
+    if not a.metric_logged or not np.isfinite(a.target):
+        return _note(f"no target: {a.target_how or f'no run has logged {a.metric} yet'}")
+    t = a.to_target
+    if t.empty:
+        return _note(f"no run logged both {a.metric} and {names.COMPUTE_TRAIN_FLOPS}")
+    if a.kind == "search":
+        return _trials_to_target(a)
+    seeds = sorted(int(x) for x in t["seed"].dropna().unique())
+    summary = compute.target_summary(t, "arm").set_index("arm")
+    order = a.arm_order or []
+    arms = [x for x in order if x in summary.index] + [x for x in summary.index if x not in order]
+    return pd.DataFrame([_arm_to_target(a, arm, seeds, summary.loc[arm]) for arm in arms])
+
+
+def alerts_table(a: Analysis) -> pd.DataFrame:
+    """Every alert that fired: run, rule, step, message (from the hrm.alert.<rule> tags)."""
+    h = a.health
+    if h.empty or not h["checked"].any():
+        return _note("not checked")
+    if a.alerts.empty:
+        return _note("no alerts")
+    who = "trial" if a.kind == "search" else "arm / seed"
+    out = a.alerts[["who", "run", "rule", "step", "message"]].rename(columns={"who": who})
+    out["step"] = out["step"].map(lambda x: "" if not np.isfinite(x) else int(x))
+    return out
+
+
+def alert_counts_table(a: Analysis) -> pd.DataFrame:
+    """Per arm (searches: per outcome): runs, runs checked, runs with alerts, and the
+    number of runs that raised each rule that fired anywhere."""
+    h = a.health
+    if h.empty:
+        return _note("no runs")
+    by = "outcome" if a.kind == "search" else "arm"
+    rules = list(dict.fromkeys(a.alerts["rule"])) if len(a.alerts) else []
+    rows = []
+    for key, g in h.groupby(by, sort=True):
+        row = {by: key, "runs": len(g), "checked": int(g["checked"].sum()),
+               "with alerts": int((g["alerts"] > 0).sum())}
+        fired = a.alerts[a.alerts["run_id"].isin(g["run_id"])]
+        for rule in rules:
+            row[rule] = int(fired.loc[fired["rule"] == rule, "run_id"].nunique())
+        rows.append(row)
+    return pd.DataFrame(rows)
