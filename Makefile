@@ -7,7 +7,7 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 # CPU build by default; e.g. TORCH="torch==2.13.0 --index-url ..." for another build.
 TORCH      ?= torch==2.13.0
-EXTRAS     ?= track,sweep,report,dev
+EXTRAS     ?= track,sweep,report,server,dev
 STAMP      := $(VENV)/.installed
 PYTEST_ARGS ?=
 
@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml | $(PY)
 
 .PHONY: help install test test-fast test-gpu lint train-demo summary benchmark-throughput benchmark-reference benchmark-learning clean \
 	sweep-gate-bias sweep-gate-hidden-ratio sweep-feudal-weight sweep-manager-period sweep-halt-steps \
-	sweep-curriculum ablate-gating sweep-list mlflow-ui report
+	sweep-curriculum ablate-gating sweep-list mlflow-ui report optuna-dashboard
 
 SCALE ?= cpu
+# Overrides of every sweep target, over the sweep file and its scale (README "Sweeps"): sweep keys and
+# training keys for every trial, e.g. SWEEP_ARGS="seeds=[0,1,2] max_concurrent=1 max_steps=800".
 SWEEP_ARGS ?=
 
 help: ## List the targets
@@ -95,6 +97,10 @@ MLFLOW_PORT ?= 5000
 mlflow-ui: $(STAMP) ## MLflow UI on the embedded store (or MLFLOW_TRACKING_URI), http://127.0.0.1:$(MLFLOW_PORT)
 	$(PY) -m mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" \
 		--default-artifact-root "$(CURDIR)/mlruns/artifacts" --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+OPTUNA_PORT ?= 8080
+optuna-dashboard: $(STAMP) ## Optuna dashboard of the latest search (SWEEP=<name>: its latest), http://127.0.0.1:$(OPTUNA_PORT)
+	$(PY) -m analysis.dashboard $(SWEEP) --port $(OPTUNA_PORT)
 
 clean: ## Remove caches (keeps .venv, data and results)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__

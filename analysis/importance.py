@@ -1,32 +1,15 @@
 """Parameter importance for searches: a seeded fANOVA (PED-ANOVA without scikit-learn)
-on the sweep's persisted Optuna study, or, when the study cannot be read, |Spearman rho|
-between each parameter and the trials' values at one rung.
-
-``study_importances`` is the only code in ``analysis`` that opens the sweep engine's
-Optuna storage (its SQLite file); it imports optuna when called.
+on the sweep's persisted Optuna study (opened by ``analysis.study.load_study``), or, when
+the study cannot be read, |Spearman rho| between each parameter and the trials' values at
+one rung.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pandas as pd
 from scipy import stats as sps
-
-
-def _load_study(storage: str, study_name: str):
-    import optuna
-    from sqlalchemy.exc import SQLAlchemyError
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    path = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else None
-    if path is not None and not os.path.exists(path):  # Optuna would create an empty one
-        raise LookupError(f"Optuna storage {storage} does not exist")
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage)
-    except (KeyError, ValueError, RuntimeError, ImportError, SQLAlchemyError) as e:
-        raise LookupError(f"cannot load Optuna study '{study_name}' from {storage}: {e}") from None
 
 
 def _evaluator():
@@ -38,20 +21,17 @@ def _evaluator():
     return optuna.importance.PedAnovaImportanceEvaluator(), "PED-ANOVA"
 
 
-def study_importances(
-    storage: str, study_name: str, objective_index: int = 0
-) -> tuple[dict[str, float], str]:
+def study_importances(study, objective_index: int = 0) -> tuple[dict[str, float], str]:
     """Parameter importances (seeded fANOVA; PED-ANOVA without scikit-learn) from the
     sweep's persisted Optuna study, and how they were computed.
 
     With early stopping, the completed trials are the survivors only, so trials are
     compared at one rung instead: each trial's intermediate value at the largest step
     every trial reached. Without pruned trials, the final values are used. Raises
-    ``LookupError`` when the study cannot be read or has too few trials.
+    ``LookupError`` when the study has too few trials.
     """
     import optuna
 
-    study = _load_study(storage, study_name)
     state = optuna.trial.TrialState
     done = study.get_trials(deepcopy=False, states=(state.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(state.PRUNED,))

@@ -8,6 +8,7 @@ a section, see analysis/README.md.
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -79,7 +80,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from analysis import loading, plots, stats
+from analysis import loading, plots, stats, study_plots
 from analysis.report import analyse, history_metrics, links, prose, tables
 from hrm_core import names
 
@@ -90,23 +91,31 @@ plt.rcParams["figure.dpi"] = 90
 info, runs = loading.load_sweep(parent_run=PARENT_RUN_ID, tracking_uri=TRACKING_URI)
 history = loading.load_history(runs, history_metrics(runs, METRIC or info.objective))
 A = analyse(info, runs, history, metric=METRIC, mode=MODE, alpha=ALPHA, ci_method=CI_METHOD, target=TARGET)
-print(f"{len(runs)} runs, {len(history)} history rows; "
-      f"primary metric {A.metric} ({A.mode}), control {A.control or '-'}")"""
+control = f", control {A.control}" if A.control else ""
+display(Markdown(f"<small>Loaded {len(runs):,} runs and {len(history):,} history rows; primary metric "
+                 f"`{A.metric}` ({A.mode}){control}.</small>"))"""
 
 SECTIONS: list[Section] = [
     Section(
-        "Conclusion (recomputed)",
-        "The same conclusion, recomputed from MLflow when this notebook ran.",
-        ["display(Markdown(A.conclusion))"],
+        "Effects",
+        "Each arm's difference to the control on the primary metric at the end of the budget, with its "
+        "95% CI; colour = verdict after Holm correction (green better, red worse, grey no detectable "
+        "difference, hollow no test).",
+        [
+            "plots.show(plots.forest(tables.forest_rows(A), A.metric, A.control),\n"
+            "           f'Nothing to compare yet: no two arms with {A.metric}.')",
+        ],
+        when=lambda a: a.kind != "search",
     ),
     Section(
         "Overview",
         "The sweep as its parent run records it, and every run by outcome. Runs that failed, "
         "diverged or were stopped early are counted here and listed below; they are not in the statistics.",
         [
-            "display(tables.overview_table(A))",
-            "display(A.counts)",
-            "display(A.excluded if len(A.excluded) else Markdown('All runs completed: none left out.'))",
+            "tables.show(tables.overview_table(A))",
+            "tables.show(tables.counts_table(A))",
+            "if len(A.excluded):\n    tables.show(tables.excluded_table(A))\n"
+            "else:\n    display(Markdown('All runs completed: none left out.'))",
         ],
     ),
     Section(
@@ -114,8 +123,9 @@ SECTIONS: list[Section] = [
         "Each run's value is its metric **at the end of its fixed budget**, never its best over evals "
         "(taking the best inflates results). Searches rank trials at the same rung, as ASHA does.",
         [
-            "display(tables.leaderboard_table(A))",
-            "if A.kind == 'search':\n    display(A.rungs)",
+            "tables.show(tables.leaderboard_table(A))",
+            "if A.kind == 'search':\n    tables.show(tables.rung_table(A))\n"
+            "elif prose.interval_note(A):\n    display(Markdown(prose.interval_note(A)))",
         ],
     ),
     Section(
@@ -125,9 +135,9 @@ SECTIONS: list[Section] = [
         "Holm correction across arms on the primary metric; other metrics are **exploratory**. "
         "CIs: t-interval (n < 10), or a seeded BCa bootstrap with `CI_METHOD = 'bca'` and n >= 10.",
         [
-            "display(tables.comparison_table(A, 'primary'))",
-            "display(tables.comparison_table(A, 'exploratory'))",
-            "display(tables.power_table(A))",
+            "tables.show(tables.comparison_table(A, 'primary'))",
+            "tables.show(tables.comparison_table(A, 'exploratory'))",
+            "tables.show(tables.power_table(A))",
         ],
         when=lambda a: a.kind != "search",
     ),
@@ -136,8 +146,10 @@ SECTIONS: list[Section] = [
         "Learning curves: mean over seeds per arm with a 95% t-interval band (completed runs); "
         "final values per run; accuracy against ACT steps.",
         [
-            "plots.show(plots.learning_curves(history, A.metric), f'No run has logged {A.metric} yet.')",
-            "plots.show(plots.learning_curves(history, names.TRAIN_LM_LOSS), 'No training loss logged.')",
+            "plots.show(plots.learning_curves(history, A.metric, control=A.control),\n"
+            "           f'No run has logged {A.metric} yet.')",
+            "plots.show(plots.learning_curves(history, names.TRAIN_LM_LOSS, control=A.control),\n"
+            "           'No training loss logged.')",
             "plots.show(plots.final_values(A.values, A.metric, A.arm_order, A.control),\n"
             "           f'No final values of {A.metric} yet.')",
             "plots.show(plots.pareto(runs),\n"
@@ -160,10 +172,18 @@ SECTIONS: list[Section] = [
     ),
     Section(
         "Search",
-        "Parameter importance from the sweep's persisted Optuna study (or, if it cannot be read, "
-        "|Spearman rho|), and parallel coordinates; both compare every trial at the same step.",
+        "Optuna's views of the study: the objective per trial in sampling order with the best so far, "
+        "each trial's intermediate values (what ASHA compared; a cross where it stopped a trial) and, "
+        "for two objectives, the Pareto front. Then parameter importance from the persisted study (or, "
+        "if it cannot be read, |Spearman rho|) and parallel coordinates; both compare every trial at the "
+        "same step.",
         [
-            "print(A.importance_method)\n"
+            "plots.show(study_plots.optimization_history(A.trials), 'No trial has finished yet.')",
+            "plots.show(study_plots.intermediate_values(A.trials, A.metric),\n"
+            "           'No intermediate values reported (no trial reached an eval yet).')",
+            "if A.trials is not None and A.trials.multi:\n"
+            "    plots.show(study_plots.pareto_front(A.trials),\n"
+            "               'No trial has finished with both objectives.')",
             "plots.show(plots.param_importance(A.importances, A.importance_method),\n"
             "           'No parameter importances.')",
             "plots.show(plots.parallel_coordinates(\n"
@@ -198,8 +218,8 @@ SECTIONS: list[Section] = [
             "                                A.target),\n"
             "           f'No {A.metric} with compute/train_flops to plot '\n"
             "           '(runs from before compute accounting, or no eval yet).')",
-            "display(Markdown(f'**{prose.target_heading(A)}**'))\ndisplay(tables.compute_to_target_table(A))",
-            "display(tables.compute_totals_table(A))",
+            "display(Markdown(f'**{prose.target_heading(A)}**'))\ntables.show(tables.compute_to_target_table(A))",
+            "tables.show(tables.compute_totals_table(A))",
         ],
     ),
     Section(
@@ -209,11 +229,17 @@ SECTIONS: list[Section] = [
         "not checked), counted per arm, and the diagnostics behind them (`diag/*`) where logged.",
         [
             "display(Markdown(prose.health_summary(A)))",
-            "display(tables.alerts_table(A))",
-            "display(tables.alert_counts_table(A))",
+            "tables.show(tables.alerts_table(A))",
+            "tables.show(tables.alert_counts_table(A))",
             "plots.show(plots.health_panel(history, 'outcome' if A.kind == 'search' else 'arm'),\n"
             "           'No diag/grad_norm or diag/halt_steps/* logged (runs from before the diagnostics).')",
         ],
+    ),
+    Section(
+        "Conclusion (recomputed)",
+        "The conclusion at the top, recomputed from MLflow when this notebook ran (it differs only when "
+        "the parameters cell was changed).",
+        ["display(Markdown(A.conclusion))"],
     ),
     Section(
         "MLflow runs",
@@ -283,12 +309,28 @@ def error_cells(nb: nbformat.NotebookNode) -> int:
                for c in nb.cells if c.cell_type == "code")
 
 
+_NO_ALT = re.compile(r'alt="No description has been provided for this image"')
+
+
 def to_html(nb: nbformat.NotebookNode) -> str:
-    """Self-contained HTML (figures inlined as base64 PNG)."""
+    """Self-contained HTML for reading (figures inlined as base64 PNG, with their titles as
+    alternative text): the outputs only, no code and no prompts; the notebook keeps every
+    cell's code."""
+    import html
+    import logging
+
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    return body
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    exporter.log.setLevel(logging.ERROR)  # its alt-text warning: the alt text is set below
+    body, _ = exporter.from_notebook_node(nb)
+    alts = iter([o.get("metadata", {}).get("image/png", {}).get("alt", "figure")
+                 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                 if "image/png" in o.get("data", {})])
+    # nbconvert's lab template drops the outputs' alt metadata and writes this placeholder on
+    # every image instead, in output order
+    return _NO_ALT.sub(lambda _: f'alt="{html.escape(next(alts, "figure"), quote=True)}"', body)
 
 
 def write(nb: nbformat.NotebookNode, path: Path) -> None:

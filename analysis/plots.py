@@ -14,12 +14,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 from scipy import stats as sps
 
+from analysis import stats
 from hrm_core import names
 
 CONF = 0.95
+MAX_LINES = 6  # more groups than this in one axis: small multiples instead
 _EXCLUDED_COLOR = "tab:red"
+VERDICT_COLORS = {"better": "tab:green", "worse": "tab:red", "no detectable difference": "0.35",
+                  "no test": "0.6"}
 
 
 def _colors(keys: Sequence[str]) -> dict[str, tuple]:
@@ -27,8 +32,57 @@ def _colors(keys: Sequence[str]) -> dict[str, tuple]:
     return {k: cmap(i % cmap.N) for i, k in enumerate(keys)}
 
 
-def _band(pivot: pd.DataFrame, conf: float = CONF) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-step mean and t-interval over the runs present at each step (no band at n < 2)."""
+def rate_axis(ax: plt.Axes, metric: str, axis: str = "y") -> None:
+    """Rates read as percentages on their axis (0.612 -> 61%), like the tables write them."""
+    if stats.is_rate(metric):
+        (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0))
+
+
+def small_multiples(
+    n: int, width: float = 4.3, height: float = 3.1, ncols: int = 3, sharey: bool = False
+) -> tuple[Figure, list[plt.Axes]]:
+    """A figure of ``n`` small multiples, at most ``ncols`` a row; unused cells removed.
+    ``finish_multiples`` adds the title, the one legend and the layout."""
+    cols = min(ncols, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.6), squeeze=False,
+                             sharex=True, sharey=sharey)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.remove()
+    for ax in flat[:n][-cols:]:  # the bottom row keeps its x tick labels
+        ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in flat[:n]:  # few ticks: small panels read better, and draw faster
+        ax.locator_params(nbins=4)
+    return fig, flat[:n]
+
+
+def finish_multiples(
+    fig: Figure, title: str, colors: dict[str, tuple] | None = None, xlabel: str = "optimizer step"
+) -> Figure:
+    """The title on top, one legend for all small multiples under it (a line per group),
+    the shared x label, and fixed margins in inches (a tight layout would draw the figure
+    once more: the many panels of a large sweep made reports slower)."""
+    w, h = fig.get_size_inches()
+    rows = math.ceil(len(colors) / 6) if colors else 0
+    fig.suptitle(title, fontsize=11, y=1 - 0.06 / h, va="top")
+    if colors:
+        handles = [plt.Line2D([], [], color=c, lw=2) for c in colors.values()]
+        fig.legend(handles, list(colors), loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / h),
+                   ncols=min(len(colors), 6), fontsize=8, frameon=False)
+    if xlabel:
+        fig.supxlabel(xlabel, fontsize=9, y=0.05 / h, va="bottom")
+    fig.subplots_adjust(left=0.65 / w, right=1 - 0.2 / w, bottom=(0.6 if xlabel else 0.45) / h,
+                        top=1 - (0.62 + 0.24 * rows) / h, wspace=0.3, hspace=0.45)
+    return fig
+
+
+def _band(
+    pivot: pd.DataFrame, conf: float = CONF, limits: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Per-step mean and t-interval over the runs present at each step (no band at n < 2),
+    kept inside ``limits`` (a bounded metric's range); the last item says whether it was
+    clipped anywhere."""
     vals = pivot.to_numpy(dtype=float)
     finite = np.isfinite(vals)
     n = finite.sum(axis=1)
@@ -37,7 +91,14 @@ def _band(pivot: pd.DataFrame, conf: float = CONF) -> tuple[np.ndarray, np.ndarr
     sd = np.sqrt((dev**2).sum(axis=1) / np.maximum(n - 1, 1))
     crit = sps.t.ppf(0.5 + conf / 2, np.maximum(n - 1, 1))
     half = np.where(n >= 2, crit * sd / np.sqrt(np.maximum(n, 1)), np.nan)
-    return pivot.index.to_numpy(), mean, mean - half, mean + half
+    lo, hi, clipped = stats.clip_interval(mean - half, mean + half, limits)
+    return pivot.index.to_numpy(), mean, lo, hi, bool(clipped.any())
+
+
+def _band_title(metric: str, conf: float, clipped: bool) -> str:
+    limits = stats.bounds(metric)
+    tail = f", clipped to {limits[0]:.0%}–{limits[1]:.0%}" if clipped and limits else ""
+    return f"{metric}: mean over seeds, {int(conf * 100)}% CI band{tail}"
 
 
 def learning_curves(
@@ -47,30 +108,59 @@ def learning_curves(
     outcomes: Sequence[str] | None = (names.OUTCOME_COMPLETED,),
     ax: plt.Axes | None = None,
     conf: float = CONF,
+    control: str | None = None,
 ) -> Figure | None:
-    """Mean curve per arm over seeds with a t-interval band (runs of other outcomes are
-    left out of the band by default; the legend gives n)."""
+    """Mean curve per arm over seeds with a t-interval band, clipped to a bounded metric's
+    range (runs of other outcomes are left out of the band by default; the legend gives
+    n). More than ``MAX_LINES`` arms: small multiples, one per arm, each with the
+    ``control`` (or the first arm) in grey for reference."""
     h = history[history["key"] == metric]
     if outcomes is not None and "outcome" in h.columns:
         h = h[h["outcome"].isin(outcomes)]
     if h.empty:
         return None
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.2))
     groups = sorted(h[by].astype(str).unique())
+    curves = {g: _band(sub.pivot_table(index="step", columns="run_id", values="value", aggfunc="last")
+                       .sort_index(), conf, stats.bounds(metric)) + (sub["run_id"].nunique(),)
+              for g, sub in h.groupby(h[by].astype(str))}
+    clipped = any(c[4] for c in curves.values())
+    if ax is None and len(groups) > MAX_LINES:
+        return _curve_multiples(curves, groups, metric, control, _band_title(metric, conf, clipped))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.2))
     colors = _colors(groups)
-    for g, sub in h.groupby(h[by].astype(str)):
-        pivot = sub.pivot_table(index="step", columns="run_id", values="value", aggfunc="last").sort_index()
-        steps, mean, lo, hi = _band(pivot, conf)
-        ax.plot(steps, mean, color=colors[g], lw=1.8, label=f"{g} (n={pivot.shape[1]})")
-        if np.isfinite(lo).any():
-            ax.fill_between(steps, lo, hi, color=colors[g], alpha=0.18, lw=0)
+    for g in groups:
+        _draw_band(ax, curves[g], colors[g], f"{g} (n={curves[g][5]})")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric}: mean over seeds, {int(conf * 100)}% CI band")
+    rate_axis(ax, metric)
+    ax.set_title(_band_title(metric, conf, clipped), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
+
+
+def _draw_band(ax: plt.Axes, curve: tuple, color, label: str | None, lw: float = 1.8) -> None:
+    steps, mean, lo, hi = curve[:4]
+    ax.plot(steps, mean, color=color, lw=lw, label=label)
+    if np.isfinite(lo).any():
+        ax.fill_between(steps, lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def _curve_multiples(curves: dict, groups: list[str], metric: str, control: str | None, title: str) -> Figure:
+    """One small multiple per arm (the reference arm in grey in each), shared y axis."""
+    ref = control if control in curves else groups[0]
+    others = [g for g in groups if g != ref] or [ref]
+    fig, axes = small_multiples(len(others), width=3.2, height=2.3, sharey=True)
+    colors = _colors(groups)
+    for ax, g in zip(axes, others, strict=True):
+        if g != ref:
+            _draw_band(ax, curves[ref], "0.55", None, lw=1.2)
+        _draw_band(ax, curves[g], colors[g], None)
+        ax.set_title(f"{g} (n={curves[g][5]})" + (f" vs {ref}" if g != ref else ""), fontsize=9)
+        rate_axis(ax, metric)
+        ax.grid(alpha=0.3)
+    return finish_multiples(fig, f"{title} (grey: {ref})")
 
 
 def final_values(
@@ -97,9 +187,10 @@ def final_values(
         ax.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, s=22, alpha=0.8,
                    color="tab:blue" if arm != control else "0.35", zorder=3)
         if d.size >= 2:
-            m, s = d.mean(), d.std(ddof=1)
-            half = sps.t.ppf(0.975, d.size - 1) * s / math.sqrt(d.size)
-            ax.errorbar(i + 0.28, m, yerr=half, fmt="D", color="black", ms=5, capsize=3, zorder=4)
+            m, _, lo, hi = stats.mean_ci(d)
+            lo, hi, _ = stats.clip_interval(lo, hi, stats.bounds(metric))
+            ax.errorbar(i + 0.28, m, yerr=[[m - lo], [hi - m]], fmt="D", color="black", ms=5, capsize=3,
+                        zorder=4)
         elif d.size == 1:
             ax.plot(i + 0.28, d[0], "D", color="black", ms=5, zorder=4)
         excl = values[(values["arm"] == arm) & ~values["used"]]
@@ -111,6 +202,7 @@ def final_values(
     ax.set_xticks(range(len(arms)), [f"{a}\n(control)" if a == control else a for a in arms], fontsize=8)
     ax.set_xlim(-0.6, len(arms) - 0.3)
     ax.set_ylabel(f"{metric} at end of budget")
+    rate_axis(ax, metric)
     ax.set_title("Final value per run (dots), mean with 95% CI (diamonds); x = not in the statistics",
                  fontsize=9)
     ax.grid(axis="y", alpha=0.3)
@@ -151,6 +243,7 @@ def pareto(runs: pd.DataFrame, accuracy: str = names.EVAL_EXACT_ACCURACY, steps:
         ax.step(xs, ys, where="post", color="black", lw=1, ls="--", label=label)
     ax.set_xlabel(f"{steps} (mean ACT steps, lower is cheaper)")
     ax.set_ylabel(accuracy)
+    rate_axis(ax, accuracy)
     ax.set_title("Accuracy vs ACT steps")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -182,6 +275,7 @@ def trial_curves(
         ax.axvline(r, color="0.4", ls=":", lw=0.8)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(metric)
+    rate_axis(ax, metric)
     ax.set_title(f"{metric} per trial: top {len(best_ids)} at the top rung in colour, rungs dotted",
                  fontsize=10)
     ax.grid(alpha=0.3)
@@ -205,6 +299,7 @@ def rung_values(values: pd.DataFrame, metric: str) -> Figure | None:
     ticks = [f"step {r}\n({(values['rung'] == r).sum()} trials)" for r in rungs]
     ax.set_xticks(range(len(rungs)), ticks, fontsize=8)
     ax.set_ylabel(metric)
+    rate_axis(ax, metric)
     ax.set_title("Trials at each rung (same step, same budget)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -290,31 +385,23 @@ def _keys(history: pd.DataFrame, prefix: str) -> list[str]:
 def _panel(
     history: pd.DataFrame, groups: list[tuple[str, list[str]]], title: str, by: str = "arm"
 ) -> Figure | None:
-    """Subplots of per-arm mean curves, one per (title, keys) group that has data."""
-    groups = [(t, keys) for t, keys in groups if keys]
-    if not groups:
+    """Small multiples: one axis per metric key (in the order of ``groups``), a line per
+    arm (its mean over seeds), one legend of the arms for the figure."""
+    keys = [k for _, ks in groups for k in ks]
+    if not keys:
         return None
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.8), squeeze=False)
-    all_keys = [k for _, ks in groups for k in ks]
-    arms = sorted(history.loc[history["key"].isin(all_keys), by].astype(str).unique())
+    h = history[history["key"].isin(keys)]
+    arms = sorted(h[by].astype(str).unique())
     colors = _colors(arms)
-    styles = ["-", "--", ":", "-."]
-    for ax, (sub_title, keys) in zip(axes[0], groups, strict=True):
-        for j, key in enumerate(keys):
-            h = history[history["key"] == key]
-            mean = h.groupby([h[by].astype(str), "step"])["value"].mean()
-            for arm in arms:
-                if arm in mean.index.get_level_values(0):
-                    s = mean.loc[arm]
-                    ax.plot(s.index, s.to_numpy(), color=colors[arm], ls=styles[j % len(styles)], lw=1.5,
-                            label=f"{arm}: {key.split('/', 1)[1]}")
-        ax.set_title(sub_title, fontsize=10)
-        ax.set_xlabel("optimizer step")
+    means = h.groupby(["key", h[by].astype(str), "step"])["value"].mean()
+    fig, axes = small_multiples(len(keys), width=3.4, height=2.4)
+    for ax, key in zip(axes, keys, strict=True):
+        for arm, s in means.loc[key].groupby(level=0):
+            ax.plot(s.index.get_level_values("step"), s.to_numpy(), color=colors[arm], lw=1.5)
+        ax.set_title(key, fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
+        ax.tick_params(labelsize=8)
+    return finish_multiples(fig, title, colors)
 
 
 def gate_panel(history: pd.DataFrame, by: str = "arm") -> Figure | None:
@@ -351,11 +438,9 @@ def curriculum_panel(history: pd.DataFrame, metric: str, by: str = "arm") -> Fig
     bounds = stage_boundaries(history, by)
     if bounds.empty:
         return None
-    fig = learning_curves(history, metric, by) if (history["key"] == metric).any() else None
-    if fig is None:
-        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    if learning_curves(history, metric, by, ax=ax) is None:
         ax.set_title("curriculum stages")
-    ax = fig.axes[0]
     arms = sorted(history[by].astype(str).unique())
     colors = _colors(arms)
     for _, row in bounds[bounds["stage"] > bounds["stage"].min()].iterrows():
@@ -378,6 +463,7 @@ def compute_curves(curve: pd.DataFrame, metric: str, by: str | None = "arm", tar
         return None
     c = curve.dropna(subset=["flops"])
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    clipped = False
     if by is None:
         for _, sub in c.groupby("run_id"):
             stopped = "outcome" in sub.columns and sub["outcome"].iloc[0] == names.OUTCOME_EARLY_STOPPED
@@ -393,15 +479,18 @@ def compute_curves(curve: pd.DataFrame, metric: str, by: str | None = "arm", tar
             pivot = sub.pivot_table(index="step", columns="run_id", values="value", aggfunc="last")
             pivot = pivot.sort_index()
             x = sub.groupby("step")["flops"].mean().reindex(pivot.index).to_numpy()
-            _, mean, lo, hi = _band(pivot, conf)
+            _, mean, lo, hi, cut = _band(pivot, conf, stats.bounds(metric))
+            clipped |= cut
             ax.plot(x, mean, color=colors[g], lw=1.8, marker="o", ms=3, label=f"{g} (n={pivot.shape[1]})")
             if np.isfinite(lo).any():
                 ax.fill_between(x, lo, hi, color=colors[g], alpha=0.18, lw=0)
-        title = f"{metric} vs training FLOPs: mean over seeds, {int(conf * 100)}% CI band"
+        title = _band_title(metric, conf, clipped).replace(":", " vs training FLOPs:", 1)
     if target is not None and np.isfinite(target):
-        ax.axhline(target, color="0.3", ls=":", lw=1, label=f"target {target:.3g}")
+        shown = f"{target:.1%}" if stats.is_rate(metric) else f"{target:.3g}"
+        ax.axhline(target, color="0.3", ls=":", lw=1, label=f"target {shown}")
     ax.set_xlabel("cumulative training FLOPs")
     ax.set_ylabel(metric)
+    rate_axis(ax, metric)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -410,47 +499,78 @@ def compute_curves(curve: pd.DataFrame, metric: str, by: str | None = "arm", tar
 
 
 def health_panel(history: pd.DataFrame, by: str = "arm") -> Figure | None:
-    """Training-health diagnostics over steps, one thin line per run coloured by ``by`` (a
-    mean would hide the one run that went wrong): the gradient norm (log scale) and the
-    share of rows that halt at the ACT maximum (train solid, eval dashed)."""
+    """Training-health diagnostics over steps as small multiples, one thin line per run
+    coloured by ``by`` (a mean would hide the one run that went wrong): the gradient norm
+    (log scale) and the share of rows that halt at the ACT maximum, train and eval."""
     present = set(history["key"].unique()) if len(history) else set()
-    grad = [k for k in (names.DIAG_GRAD_NORM,) if k in present]
-    halt = [k for k in (names.DIAG_HALT_AT_MAX.format(split=s) for s in (names.TRAIN, names.EVAL))
+    keys = [k for k in (names.DIAG_GRAD_NORM, *(names.DIAG_HALT_AT_MAX.format(split=s)
+                                                for s in (names.TRAIN, names.EVAL)))
             if k in present]
-    groups = [(t, keys) for t, keys in (("gradient norm", grad), ("share halting at halt_max_steps", halt))
-              if keys]
-    if not groups:
+    if not keys:
         return None
-    h = history[history["key"].isin(grad + halt)]
+    h = history[history["key"].isin(keys)]
     arms = sorted(h[by].astype(str).unique())
     colors = _colors(arms)
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.8), squeeze=False)
-    for ax, (title, keys) in zip(axes[0], groups, strict=True):
-        for j, key in enumerate(keys):
-            ls = "-" if j == 0 else "--"
-            for (arm, _), sub in h[h["key"] == key].groupby([h[by].astype(str), "run_id"]):
-                sub = sub.sort_values("step")
-                ax.plot(sub["step"], sub["value"], color=colors[arm], ls=ls, lw=1.0, alpha=0.75)
-            for arm in arms:
-                label = f"{arm}: {key.split('/', 1)[1]}" if len(keys) > 1 else arm
-                ax.plot([], [], color=colors[arm], ls=ls, label=label)
-        if keys == grad and (h.loc[h["key"] == names.DIAG_GRAD_NORM, "value"] > 0).all():
+    fig, axes = small_multiples(len(keys), width=3.8, height=2.6)
+    for ax, key in zip(axes, keys, strict=True):
+        sub_h = h[h["key"] == key]
+        for (arm, _), sub in sub_h.groupby([sub_h[by].astype(str), "run_id"]):
+            sub = sub.sort_values("step")
+            ax.plot(sub["step"], sub["value"], color=colors[arm], lw=1.0, alpha=0.75)
+        if key == names.DIAG_GRAD_NORM and (sub_h["value"] > 0).all():
             ax.set_yscale("log")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("optimizer step")
+        elif key != names.DIAG_GRAD_NORM:
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_title(key if key != names.DIAG_GRAD_NORM else f"{key} (log)", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"Training health (one line per run, colour = {by})", fontsize=11)
+        ax.tick_params(labelsize=8)
+    return finish_multiples(fig, f"Training health (one line per run, colour = {by})", colors)
+
+
+def forest(rows: pd.DataFrame, metric: str, control: str = "") -> Figure | None:
+    """Forest plot of the declared comparisons: each arm's difference to the control on
+    the primary metric with its 95% CI, coloured by its verdict, with the verdict and
+    numbers written beside it (``rows``: ``report.tables.forest_rows``, in display units)."""
+    if rows.empty:
+        return None
+    n = len(rows)
+    _, unit = stats.display_scale(metric)
+    fig, ax = plt.subplots(figsize=(8.5, 0.6 * n + 1.4))
+    ys = np.arange(n)[::-1]
+    for y, r in zip(ys, rows.itertuples(), strict=True):
+        color = VERDICT_COLORS.get(r.verdict, "0.35")
+        if np.isfinite(r.ci_low) and np.isfinite(r.ci_high):
+            ax.hlines(y, r.ci_low, r.ci_high, color=color, lw=2.2)
+        hollow = r.verdict == "no test"
+        ax.plot(r.diff, y, "o" if hollow else "D", ms=7, color=color, mfc="white" if hollow else color)
+        ax.annotate(r.label, (1.02, y), xycoords=("axes fraction", "data"), va="center", fontsize=8,
+                    color=color if r.verdict in ("better", "worse") else "0.2")
+    ax.axvline(0.0, color="0.3", ls="--", lw=1)
+    ax.set_yticks(ys, rows["arm"], fontsize=9)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlabel(f"{metric}: arm − {control or 'control'}" + (f" ({unit.strip()})" if unit else ""))
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"Effect of each arm vs {control or 'the control'} (95% CI; colour = verdict after Holm)",
+                 fontsize=10)
     fig.tight_layout()
+    fig.subplots_adjust(right=0.64)
     return fig
 
 
+def describe(fig: Figure) -> str:
+    """A figure's alternative text for the HTML page: its titles."""
+    parts = [fig.get_suptitle(), *(leg.get_title().get_text() for leg in fig.legends)]
+    parts = [p for p in parts if p] or [ax.get_title() for ax in fig.axes if ax.get_title()][:3]
+    return "; ".join(parts) or "figure"
+
+
 def show(fig: Figure | None, missing: str) -> None:
-    """Display a figure in the notebook and close it, or say in words why there is none."""
+    """Display a figure in the notebook (its titles as the image's alternative text) and
+    close it, or say in words why there is none."""
     from IPython.display import Markdown, display
 
     if fig is None:
         display(Markdown(f"*{missing}*"))
         return
-    display(fig)
+    display(fig, metadata={"image/png": {"alt": describe(fig)}})
     plt.close(fig)

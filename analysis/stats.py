@@ -57,6 +57,34 @@ def display_scale(metric: str) -> tuple[float, str]:
     return (100.0, " points") if is_rate(metric) else (1.0, "")
 
 
+def bounds(metric: str) -> tuple[float, float] | None:
+    """The range a metric's values cannot leave: [0, 1] for rates, None when unbounded."""
+    return (0.0, 1.0) if is_rate(metric) else None
+
+
+def diff_bounds(metric: str) -> tuple[float, float] | None:
+    """The range a difference of two of the metric's values cannot leave: [-1, 1] for rates."""
+    return (-1.0, 1.0) if is_rate(metric) else None
+
+
+def clip_interval(
+    lo: Any, hi: Any, limits: tuple[float, float] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An interval kept inside ``limits`` (vectorised; NaN stays NaN): (lo, hi, clipped).
+
+    The quantity it covers (a mean of values inside the limits, or a difference of two)
+    lies inside them too, so an interval covers it exactly when its clipped form does:
+    clipping keeps the coverage and only removes impossible values.
+    """
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    if limits is None:
+        return lo, hi, np.zeros(np.broadcast(lo, hi).shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        c_lo, c_hi = np.clip(lo, *limits), np.clip(hi, *limits)
+        clipped = (c_lo != lo) & np.isfinite(lo) | (c_hi != hi) & np.isfinite(hi)
+    return c_lo, c_hi, clipped
+
+
 # --------------------------------------------------------------------------------------
 # vectorised primitives
 # --------------------------------------------------------------------------------------
@@ -267,14 +295,18 @@ def summarize_groups(
     """Mean, SD, n and a CI per group (over seeds), plus what was left out and why.
 
     The CI is the t-interval; with ``ci_method='bca'`` groups with n >= 10 get a seeded
-    BCa bootstrap instead. n = 1 shows the value with no SD or CI.
+    BCa bootstrap instead. n = 1 shows the value with no SD or CI. For a bounded metric
+    (rates: [0, 1]) the CI is clipped to the bounds (``clip_interval``); ``ci_clipped``
+    says where.
     """
     by = [by] if isinstance(by, str) else list(by)
+    limits = bounds(str(values["metric"].iloc[0])) if "metric" in values.columns and len(values) else None
     rows = []
     for key, g in values.groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         v = g.loc[g["used"], "value"].to_numpy(dtype=float)
         lo, hi, method = _ci(v, ci_method, conf, seed)
+        c_lo, c_hi, clipped = clip_interval(lo, hi, limits)
         excluded = g.loc[~g["used"], "reason"].value_counts()
         rows.append(
             {
@@ -282,9 +314,10 @@ def summarize_groups(
                 "n": int(v.size),
                 "mean": float(v.mean()) if v.size else math.nan,
                 "sd": float(v.std(ddof=1)) if v.size > 1 else math.nan,
-                "ci_low": lo,
-                "ci_high": hi,
+                "ci_low": float(c_lo),
+                "ci_high": float(c_hi),
                 "ci_method": method,
+                "ci_clipped": bool(clipped),
                 "runs": len(g),
                 "excluded": int((~g["used"]).sum()),
                 "excluded_why": ", ".join(f"{c} {r}" for r, c in excluded.items()),
@@ -305,7 +338,7 @@ def _per_seed(values: pd.DataFrame, arm: str) -> pd.Series:
 _NO_TEST: dict[str, Any] = {
     "n_pairs": 0, "test": "", "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_method": "",
     "statistic": math.nan, "df": math.nan, "p": math.nan, "effect": math.nan, "effect_kind": "",
-    "wilcoxon_p": math.nan, "sd_diff": math.nan, "note": "",
+    "wilcoxon_p": math.nan, "sd_diff": math.nan, "note": "", "ci_clipped": False,
 }
 
 
@@ -347,6 +380,12 @@ def _test(
     return row
 
 
+def _clip_row(row: dict, metric: str) -> None:
+    """A difference's CI kept inside the metric's possible differences ([-1, 1] for rates)."""
+    lo, hi, clipped = clip_interval(row["ci_low"], row["ci_high"], diff_bounds(metric))
+    row.update(ci_low=float(lo), ci_high=float(hi), ci_clipped=bool(clipped))
+
+
 def compare_to_control(
     values: pd.DataFrame,
     control: str,
@@ -358,7 +397,7 @@ def compare_to_control(
     seed: int = BOOTSTRAP_SEED,
 ) -> pd.DataFrame:
     """Every other arm against the control: difference (arm - control) with its CI, test,
-    effect size and Holm-adjusted p across arms.
+    effect size and Holm-adjusted p across arms. For rates the CI stays in [-1, 1].
 
     Shared seeds -> paired t-test on the shared seeds (Wilcoxon signed-rank added when
     there are >= 6 pairs); otherwise Welch's t-test. Fewer than 2 runs (or pairs) on a
@@ -377,6 +416,7 @@ def compare_to_control(
                "n_control": int(ctrl.size), **_NO_TEST, "mean_arm": mean_a, "mean_control": mean_c}
         row["diff"] = mean_a - mean_c
         row.update(_test(cur, ctrl, shared, conf, ci_method, seed))
+        _clip_row(row, metric)
         rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:

@@ -81,10 +81,20 @@ COMPUTE_PLANNED_FLOPS = "compute/planned_train_flops"  # train FLOPs of the whol
 # Timings: they differ between identical runs, so exact comparisons leave them out.
 TIMING_METRICS = (COMPUTE_WALL_SECONDS, COMPUTE_DEVICE_SECONDS)
 
+# System metrics of a run's process and its GPUs, sampled every few seconds
+# (hrm_core/observe/system.py). Named like MLflow's own, so its UI shows them as system metrics.
+SYSTEM_PREFIX = "system/"
+SYSTEM_CPU = "system/cpu_utilization_percentage"  # the whole machine's CPUs
+SYSTEM_PROCESS_CPU = "system/process_cpu_percentage"  # the run's process: 100 = one core busy
+SYSTEM_PROCESS_RSS = "system/process_rss_megabytes"  # the run's process: resident memory
+SYSTEM_GPU_UTILIZATION = "system/gpu_{i}_utilization_percentage"  # i: the run's i-th GPU (hrm.gpu_ids)
+SYSTEM_GPU_MEMORY = "system/gpu_{i}_memory_usage_megabytes"  # the whole device's used memory
+SYSTEM_GPU_MEMORY_PERCENT = "system/gpu_{i}_memory_usage_percentage"
+
 
 def is_timing(key: str) -> bool:
-    """perf/* and the compute seconds: never compared bitwise."""
-    return key.startswith(PERF_PREFIX) or key in TIMING_METRICS
+    """perf/*, system/* and the compute seconds: never compared bitwise."""
+    return key.startswith((PERF_PREFIX, SYSTEM_PREFIX)) or key in TIMING_METRICS
 
 
 # Parent-run (sweep) totals, written when the sweep is summarised.
@@ -137,10 +147,20 @@ TAG_OPTUNA_STUDY = "hrm.optuna_study"  # study name (= the invocation)
 TAG_SWEEP_STATUS = "hrm.sweep_status"  # "running" | "finished" | "interrupted"
 TAG_SWEEP_FILE = "hrm.sweep_file"  # path of the sweep file the invocation ran
 TAG_SCALE = "hrm.scale"  # the scale preset it ran at (resume and extend reuse it)
+TAG_SWEEP_OVERRIDES = "hrm.sweep_overrides"  # JSON list of the command-line overrides (re-applied)
 TAG_TUNE_PATH = "hrm.tune_path"  # the Tune experiment folder that resume restores
 TAG_EXTENSIONS = "hrm.extensions"  # how many times the invocation was extended
 # Child-run tag MLflow itself uses to nest runs in its UI.
 TAG_MLFLOW_PARENT = "mlflow.parentRunId"
+# MLflow's own tags, set as its fluent API would (hrm_core/tracking/source.py, describe.py).
+TAG_MLFLOW_NOTE = "mlflow.note.content"  # the description of a run or an experiment (markdown)
+TAG_MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"  # which view the UI opens an experiment on
+EXPERIMENT_KIND = "custom_model_development"  # training runs (not MLflow 3's GenAI traces view)
+TAG_MLFLOW_SOURCE_NAME = "mlflow.source.name"  # the entry point (the runs table's Source column)
+TAG_MLFLOW_SOURCE_TYPE = "mlflow.source.type"  # "LOCAL"
+TAG_MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_MLFLOW_USER = "mlflow.user"
+TAG_MLFLOW_DATA_CONTEXT = "mlflow.data.context"  # a dataset input's role ("train")
 
 # --- trial outcomes ------------------------------------------------------------------
 OUTCOME_COMPLETED = "completed"
@@ -174,9 +194,41 @@ def parent_run_name(sweep: str, when: datetime | None = None) -> str:
     return f"{sweep}@{when.strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def child_run_name(sweep: str, trial_id: str) -> str:
-    """``<sweep>/<trial_id>``: unique within the experiment."""
-    return f"{sweep}/{trial_id}"
+def ablation_run_name(arm: str, seed: int | str) -> str:
+    """An ablation trial's run: ``<arm>/seed<k>``."""
+    return f"{arm}/seed{seed}"
+
+
+RUN_NAME_MAX = 80  # characters of a search trial's run name
+
+
+def search_run_name(params: dict, limit: int = RUN_NAME_MAX) -> str:
+    """A search trial's run, named by its sampled params, shortened: each key by its last
+    dotted part (the whole key when two would read alike), floats to 3 significant digits,
+    ``lr=0.000312,gate_init_bias=-2``; cut to ``limit`` characters."""
+    tails = [k.rsplit(".", 1)[-1] for k in params]
+    parts = []
+    for key, value in sorted(params.items()):
+        short = key.rsplit(".", 1)[-1]
+        short = short if tails.count(short) == 1 else key
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, float):
+            value = f"{value:.3g}"
+        parts.append(f"{short}={value}")
+    name = ",".join(parts) or "default"
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def unique_run_name(name: str, taken: set[str] | frozenset[str]) -> str:
+    """``name``, or ``name #2``, ``name #3``... : the first that no run of the invocation holds
+    (an extension rerunning a failed pair, two search trials that drew the same point)."""
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name} #{n}" in taken:
+        n += 1
+    return f"{name} #{n}"
 
 
 def safe_name(text: str) -> str:

@@ -1,8 +1,10 @@
-"""Train one HRM: ``python -m hrm_core.pretrain [hydra overrides]``.
+"""Train one HRM: ``hrm-train [hydra overrides]`` (or ``python -m hrm_core.pretrain ...``).
 
 Examples::
 
-    python -m hrm_core.pretrain arch=hrm_tiny data=sudoku4 epochs=200 eval_interval=20
+    hrm-train arch=hrm_tiny data=sudoku4 epochs=200 eval_interval=20
+    hrm-train --help                                   # groups, options, every key
+    hrm-train arch=hrm_tiny data=sudoku4 --cfg job     # the composed config; nothing runs
     torchrun --nproc_per_node=2 -m hrm_core.pretrain arch=hrm_tiny data=sudoku4 global_batch_size=64
 
 ``train()`` is the one way a composed config is trained outside a sweep trial: the CLI
@@ -76,10 +78,12 @@ def standalone_mlflow_run(cfg, data_path: str) -> MlflowRun | None:
 
 
 def train(cfg, data_path: str, run_dir: str, device, *, mlflow: MlflowRun | None = None, dist_ctx=None,
-          stop_at: int | None = None, log=print) -> Trained:
-    """Train a composed, resolved config in ``run_dir``: its ``config.yaml``, the callbacks
-    (metrics.jsonl, a progress bar with ``progress``, MLflow with ``mlflow``) and the ``Trainer``,
-    to the end of its schedule or to ``stop_at``. Ranks other than the main one only train."""
+          stop_at: int | None = None, log=print, overrides: list[str] | None = None) -> Trained:
+    """Train a composed, resolved config in ``run_dir``: its ``config.yaml`` (and the user's
+    ``overrides`` beside it, ``overrides.yaml``), the callbacks (metrics.jsonl, a progress bar with
+    ``progress``, MLflow with ``mlflow``) and the ``Trainer``, to the end of its schedule or to
+    ``stop_at``. Ranks other than the main one only train."""
+    from hrm_core.config.cli_flags import write_overrides
     from hrm_core.config.compose import to_yaml
     from hrm_core.observe.callbacks import JsonlSink, ProgressBar
     from hrm_core.train.trainer import Trainer
@@ -89,6 +93,8 @@ def train(cfg, data_path: str, run_dir: str, device, *, mlflow: MlflowRun | None
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "config.yaml"), "w") as f:
             f.write(to_yaml(cfg))
+        if overrides is not None:
+            write_overrides(run_dir, overrides)
         callbacks.append(JsonlSink(run_dir))
         if cfg.progress:
             callbacks.append(ProgressBar())
@@ -104,22 +110,37 @@ def train(cfg, data_path: str, run_dir: str, device, *, mlflow: MlflowRun | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("Keys: see configs/pretrain.yaml and hrm_core/config/schema.py; groups: arch=, data=, loss=")
-        return 0
+    """``hrm-train``: ``--help`` (groups, options, every key), ``--cfg job`` (print the composed
+    config and exit), else train the composed config."""
+    from hrm_core.config.cli_flags import parse_cli
+
     try:
+        args = parse_cli(sys.argv[1:] if argv is None else argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.help:
+        from hrm_core.config.help import help_text
+
+        print(help_text())
+        return 0
+    argv = args.overrides
+    from hrm_core.data.format import DatasetError
+
+    try:
+        from hrm_core.config.compose import compose_config, to_yaml
+
+        cfg = compose_config(argv)
+        if args.show_cfg:  # before torch is imported: nothing is trained
+            print(to_yaml(cfg), end="")
+            return 0
         import torch
 
-        from hrm_core.config.compose import compose_config
-        from hrm_core.data.format import DatasetError
         from hrm_core.data.resolve import resolve_data_path
         from hrm_core.train.distributed import destroy, init_distributed
         from hrm_core.train.hardware import resolve_device
         from hrm_core.train.runtime import resolve_runtime
 
-        cfg = compose_config(argv)
         device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -133,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = cfg.model_copy(update={"data_path": data_path, "project_name": project, "run_name": run,
                                      "checkpoint_path": run_dir})
         mlflow = standalone_mlflow_run(cfg, data_path) if ctx.is_main else None
-        done = train(cfg, data_path, run_dir, device, mlflow=mlflow, dist_ctx=ctx, log=log)
+        done = train(cfg, data_path, run_dir, device, mlflow=mlflow, dist_ctx=ctx, log=log, overrides=argv)
         if ctx.is_main:
             final = {k: round(v, 4) for k, v in (done.trainer.last_eval or {}).items() if k.count("/") == 1}
             print(f"{done.outcome}: step {done.trainer.step}, {final}, run dir {run_dir}")

@@ -9,6 +9,9 @@ An extension must be comparable with what it extends: the training configuration
 every arm the sweep already has, the base overrides, the objective, the control and the
 dataset must be unchanged; only seeds, new arms and how to run (resources, concurrency,
 budgets) may differ. Anything else is refused in one line, naming the key.
+
+Seeds and arms are added in the sweep file. An extension takes no command-line overrides:
+it re-applies the invocation's recorded ones (``hrm.sweep_overrides``), except ``seeds``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 
 from hrm_core import names
 from hrm_core.errors import UserError
+from sweeps.overrides import recorded, refuse_new_overrides
 from sweeps.prepare import Prepared, prepare
 from sweeps.runner import child_runs, fit_and_summarise
 from sweeps.spec import SweepSpec, file_hash, load_spec
@@ -90,15 +94,22 @@ def _resolved_spec(client, parent_id: str) -> dict | None:
 def extend_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] | None = None,
                  log=print) -> str:
     """Run the sweep's (arm, seed) pairs that its latest finished invocation lacks, under
-    that invocation's parent run. Returns the parent run id."""
-    spec0, path = load_spec(name_or_path, scale, overrides)
+    that invocation's parent run. Returns the parent run id.
+
+    It takes no new ``overrides`` (refused in one line): the invocation's own are re-applied,
+    except ``seeds``, which come from the sweep file, so that seeds added there run."""
+    refuse_new_overrides(overrides, "--extend")
+    spec0, path = load_spec(name_or_path, scale)
     client, parent = find_finished_invocation(spec0.name)
     parent_id, tags = parent.info.run_id, parent.data.tags
     if spec0.kind != "ablation" or tags.get(names.TAG_SWEEP_KIND, "ablation") != "ablation":
         raise UserError(f"--extend adds seeds or arms to an ablation; '{spec0.name}' is a search: "
                         "run a new search instead")
-    # The scale the invocation ran at, unless told otherwise (a different one is refused below).
-    prep = prepare(path, scale or tags.get(names.TAG_SCALE), overrides, log=log)
+    # The scale and overrides the invocation ran with (a different scale is refused below).
+    again = recorded(tags, drop=("seeds",))
+    if again:
+        log(f"re-applying the invocation's overrides: {' '.join(again)} (seeds: from {path})")
+    prep = prepare(path, scale or tags.get(names.TAG_SCALE), again, log=log)
     old = _resolved_spec(client, parent_id)
     if old is not None:
         check_comparable(old, prep.spec, path)
@@ -163,7 +174,8 @@ def _run_extension(client, parent, prep: Prepared, old: dict | None, new_pairs: 
         resolved["seeds"] = sorted(set(old.get("seeds", [])) | set(resolved["seeds"]))
     client.log_text(parent_id, json.dumps(resolved, indent=2, default=str), "sweep_resolved.json")
     record = {"extension": n, "time": time.time(), "tune_path": experiment.uri, "sweep_file": path,
-              "added": [list(p) for p in new_pairs], "git_commit": common[names.TAG_GIT_COMMIT]}
+              "added": [list(p) for p in new_pairs], "git_commit": common[names.TAG_GIT_COMMIT],
+              "overrides": prep.overrides}
     client.log_text(parent_id, json.dumps(record, indent=2), f"extensions/ext{n}.json")
     log(f"extending sweep {spec.name}: parent run {parent_id}, {len(new_pairs)} new trial(s) {new_pairs}, "
         f"Tune {experiment.uri}")

@@ -1,7 +1,11 @@
 """The driver's MLflow writer: one child run per trial under the sweep's parent run.
 
 Runs in the driver process only, so the SQLite store has a single writer. A retried or
-resumed trial is found again by its tags and continues its own run. Every write goes through
+resumed trial is found again by its tags and continues its own run. A run is named for a
+person: ``<arm>/seed<k>`` in an ablation, its sampled params (shortened) in a search, made
+unique within the invocation (``#2`` for a pair an extension reruns); the Tune trial id is
+its ``hrm.trial_id`` tag. It carries MLflow's source tags, its dataset as an input, and
+every metric the trial sent (``perf/*`` and ``system/*`` too). Every write goes through
 a ``RunWriter`` (hrm_core/tracking/writer.py); with a tracking server, through a
 ``SpoolingClient`` (hrm_core/tracking/spool.py): a server restart mid-sweep spools the writes
 to disk and replays them in order, so nothing is lost or logged twice.
@@ -18,14 +22,16 @@ from ray.tune import Callback
 from hrm_core import names
 from hrm_core.tracking.client import get_client
 from hrm_core.tracking.probe import bound_http_retries
+from hrm_core.tracking.source import source_tags
 from hrm_core.tracking.spool import SpoolingClient, spool_file
 from hrm_core.tracking.uris import is_http
 from hrm_core.tracking.writer import RunWriter
 from sweeps.storage import DEFAULT_STORAGE
+from sweeps.trial_logs import attach_trial_log
+from trainables.trial_log import LOG_NAME
 from trainables.tune_sink import ALERTS, HISTORY, OUTCOME, RUN_INFO, STEP, TOTAL_STEPS
 
 logger = logging.getLogger(__name__)
-PERF = names.PERF_PREFIX
 
 
 def find_child_run(client, experiment_id: str, parent_id: str, trial_id: str):
@@ -55,10 +61,13 @@ class MlflowTrialLogger(Callback):
         self._params_logged: set[str] = set()
         self._ended: set[str] = set()
         self._logged_upto: dict[str, int] = {}
+        self._names: set[str] | None = None  # run names the invocation holds (read once)
+        self._source: dict[str, str] | None = None  # MLflow's source tags of this driver
 
     def __getstate__(self):  # Tune checkpoints its callbacks: keep the client out of the pickle
         state = dict(self.__dict__)
-        state["_client"] = None
+        # a restored logger reads the names again and tags the driver that resumes
+        state.update(_client=None, _names=None, _source=None)
         return state
 
     @property
@@ -101,8 +110,21 @@ class MlflowTrialLogger(Callback):
             names.TAG_TRIAL_ID: trial.trial_id,
             names.TAG_ARM: str(trial_cfg.get("arm") or _describe(trial.config)),
         }
-        run_name = names.child_run_name(self.sweep, trial.trial_id)
+        if getattr(self, "_source", None) is None:  # (getattr: a logger pickled by an older version)
+            self._source = source_tags()
+        tags = {**self._source, **tags}
+        run_name = self._unique_name(_run_name(trial.config))
         return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+
+    def _unique_name(self, name: str) -> str:
+        """``name``, unless a run of the invocation holds it already (then ``name #2``, ...)."""
+        if getattr(self, "_names", None) is None:
+            invocation = f"tags.`{names.TAG_INVOCATION}` = '{self.parent_id}'"
+            runs = self.client.search_runs([self.experiment_id], filter_string=invocation, max_results=50000)
+            self._names = {r.info.run_name for r in runs}
+        name = names.unique_run_name(name, self._names)
+        self._names.add(name)
+        return name
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.run_id(trial)
@@ -133,8 +155,8 @@ class MlflowTrialLogger(Callback):
         # resumed_from_step marks the restart itself, at the restored step: always new
         history = [(step, values) for step, values in result.get(HISTORY) or []
                    if step > upto or names.RESUMED_FROM_STEP in values]
-        for step, values in history:  # without the perf/* timings
-            writer.add_metrics(step, {k: v for k, v in values.items() if not k.startswith(PERF)}, ts)
+        for step, values in history:  # perf/* and system/* too: timings, never compared bitwise
+            writer.add_metrics(step, values, ts)
         writer.flush()
         if history:
             self._logged_upto[trial.trial_id] = max(upto, *(step for step, _ in history))
@@ -157,15 +179,19 @@ class MlflowTrialLogger(Callback):
             self._params_logged.add(trial.trial_id)
         writer.log_params(params, {k: v for k, v in run_info["tags"].items() if v != ""})
         if run_info.get("context"):  # once per attempt: run_context.json (+ git_diff.patch)
-            self._log_context(writer, run_info["context"])
+            context = run_info["context"]
+            context = json.loads(context) if isinstance(context, str) else context
+            self._best_effort(lambda: writer.log_context(context), names.RUN_CONTEXT_ARTIFACT, writer)
+            # the dataset input (the runs table's Dataset column): MLflow keeps one per run
+            self._best_effort(lambda: writer.log_dataset(context.get("dataset")), "the dataset input", writer)
 
-    def _log_context(self, writer: RunWriter, context) -> None:
-        """Artifacts are not spooled: retried briefly while a server is away, then skipped
-        with a warning (the run's metrics and tags do not depend on them)."""
+    def _best_effort(self, write, what: str, writer: RunWriter) -> None:
+        """Artifacts and inputs are not spooled: retried briefly while a server is away, then
+        skipped with a warning (the run's metrics and tags do not depend on them)."""
         try:
-            self.client.retrying(lambda: writer.log_context(context), wait_s=60)
+            self.client.retrying(write, wait_s=60)
         except Exception as err:  # noqa: BLE001 - never fail the sweep for a missing artifact
-            logger.warning("could not log %s for run %s: %s", names.RUN_CONTEXT_ARTIFACT, writer.run_id, err)
+            logger.warning("could not log %s for run %s: %s", what, writer.run_id, err)
 
     def _end(self, trial, outcome: str) -> None:
         if trial.trial_id in self._ended:
@@ -191,16 +217,31 @@ class MlflowTrialLogger(Callback):
         last = trial.last_result or {}
         done = last.get(STEP, 0) >= last.get(TOTAL_STEPS, float("inf"))
         self._end(trial, names.OUTCOME_COMPLETED if done else names.OUTCOME_EARLY_STOPPED)
+        self._attach_log(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         if trial.error_file:
             self._writer(trial).set_tag(names.TAG_ERROR_FILE, trial.error_file)
         self._end(trial, names.OUTCOME_ERROR)
+        self._attach_log(trial)
+
+    def _attach_log(self, trial) -> None:
+        """The trial's own log, from Tune's storage (sweeps/trial_logs.py)."""
+        writer = self._writer(trial)
+        self._best_effort(lambda: attach_trial_log(self.client, writer.run_id, trial), LOG_NAME, writer)
 
     def on_experiment_end(self, trials, **info):
         # writes spooled during an outage reach the server before the sweep is summarised
         if self._client is not None:
             self._client.flush()
+
+
+def _run_name(config: dict) -> str:
+    """``<arm>/seed<k>`` for an ablation trial, its sampled params (shortened) for a search's."""
+    trial_cfg = config.get("__trial") or {}
+    if trial_cfg.get("arm"):
+        return names.ablation_run_name(trial_cfg["arm"], trial_cfg.get("seed", ""))
+    return names.search_run_name({k: v for k, v in config.items() if not k.startswith("__")})
 
 
 def _describe(config: dict) -> str:

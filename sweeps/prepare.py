@@ -4,7 +4,7 @@ train on, built here once per sweep (not once per trial) and fingerprinted."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.validate import validate
@@ -16,6 +16,7 @@ class Prepared:
     path: str
     planned_steps: int
     fingerprints: dict[str, str]  # dataset path -> content fingerprint, for each dataset the trials train on
+    overrides: list[str] = field(default_factory=list)  # the command line, as typed (the parent records it)
 
 
 def prepare(name_or_path: str, scale: str | None = None, overrides: list[str] | None = None,
@@ -39,4 +40,4 @@ def prepare(name_or_path: str, scale: str | None = None, overrides: list[str] | 
         else:
             steps = total_train_steps(meta, cfg.epochs, cfg.global_batch_size)
         planned = max(planned, min(steps, cfg.max_steps) if cfg.max_steps else steps)
-    return Prepared(spec, path, planned, fingerprints)
+    return Prepared(spec, path, planned, fingerprints, list(overrides or []))

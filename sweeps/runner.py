@@ -11,6 +11,8 @@ import sys
 
 from hrm_core import names
 from hrm_core.errors import UserError
+from sweeps.overrides import record as record_overrides
+from sweeps.overrides import recorded as recorded_overrides
 from sweeps.prepare import Prepared, prepare
 from sweeps.spec import SweepSpec, file_hash, load_spec
 from sweeps.storage import locate
@@ -24,6 +26,7 @@ def run_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] 
     """Run a sweep to the end. Returns the parent run id."""
     from hrm_core.observe.provenance import provenance_tags
     from hrm_core.tracking.client import ensure_experiment, get_client
+    from hrm_core.tracking.describe import describe_experiment, sweep_note
     from hrm_core.tracking.probe import probe
     from hrm_core.tracking.uris import tracking_uri
 
@@ -33,6 +36,7 @@ def run_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] 
     uri = tracking_uri()
     client = get_client(uri)
     experiment_id = ensure_experiment(client, names.experiment_name(spec.name))
+    describe_experiment(client, experiment_id, sweep_note(prep.path, spec.description))  # what it studies
     common = provenance_tags()
     parent_id = open_parent_run(client, experiment_id, prep, common)
     experiment = locate(spec.storage_path).child(experiment_name(spec.name, parent_id))
@@ -51,16 +55,20 @@ def run_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] 
 
 def open_parent_run(client, experiment_id: str, prep: Prepared, provenance: dict[str, str]) -> str:
     """The invocation's parent run, with the sweep file and its resolved form attached."""
+    from hrm_core.tracking.source import source_tags
+
     spec = prep.spec
     parent = client.create_run(
         experiment_id,
         run_name=names.parent_run_name(spec.name),
         tags={
+            **source_tags(),  # MLflow's user, source and git commit, as its fluent API sets them
             names.TAG_RUN_KIND: names.RUN_KIND_SWEEP, names.TAG_SWEEP: spec.name,
             names.TAG_SWEEP_KIND: spec.kind,
             names.TAG_OBJECTIVE: spec.objective.metrics[0], names.TAG_OBJECTIVE_MODE: spec.objective.modes[0],
             names.TAG_SWEEP_HASH: file_hash(prep.path), **provenance,
             names.TAG_SWEEP_STATUS: "running", names.TAG_SWEEP_FILE: prep.path, names.TAG_SCALE: spec.scale,
+            names.TAG_SWEEP_OVERRIDES: record_overrides(prep.overrides),
             **({names.TAG_CONTROL: spec.control} if spec.control else {}),
         },
     )
@@ -87,6 +95,14 @@ def fit_and_summarise(tuner, client, parent_id: str, spec: SweepSpec, log=print)
     client.set_tag(parent_id, names.TAG_SWEEP_STATUS, "finished")
     client.set_terminated(parent_id, "FINISHED")
     del results
+    watch = current_watch()
+    if watch is not None:  # its summary table, once the report is written too
+        from hrm_core.tracking.ui import run_url
+        from hrm_core.tracking.uris import tracking_uri
+
+        experiment_id = client.get_run(parent_id).info.experiment_id
+        watch.summarised(summary, run_url(tracking_uri(), experiment_id, parent_id))
+        return parent_id
     log(f"sweep {spec.name} finished: {summary['outcomes']}; parent run {parent_id}")
     log(f"MLflow UI: make mlflow-ui (experiment {names.experiment_name(spec.name)})")
     return parent_id
@@ -111,13 +127,37 @@ def summarise(client, parent_id: str, spec: SweepSpec) -> dict:
 
     runs = child_runs(client, client.get_run(parent_id).info.experiment_id, parent_id)
     metric = spec.objective.metrics[0]
-    scored = [(r.data.metrics[metric], r.data.tags.get(names.TAG_ARM))
+    scored = [(r.data.metrics[metric], r.data.tags.get(names.TAG_ARM), r)
               for r in runs if r.data.metrics.get(metric) is not None]
-    pick = max if spec.objective.modes[0] == "max" else min
-    best = pick(scored, default=(None, None), key=lambda x: x[0])
+    mode = spec.objective.modes[0]
+    pick = max if mode == "max" else min
+    best = pick(scored, default=(None, None, None), key=lambda x: x[0])
     compute = sweep_totals((r.data.metrics, r.data.tags) for r in runs)
-    return {"trials": len(runs), "outcomes": outcome_counts(runs), "objective": metric, "best_value": best[0],
-            "best_arm": best[1], "compute": compute}
+    run = best[2]
+    best_run = {"name": run.info.run_name, "run_id": run.info.run_id, "value": best[0]} if run else None
+    return {"sweep": spec.name, "kind": spec.kind, "trials": len(runs), "outcomes": outcome_counts(runs),
+            "objective": metric, "mode": mode, "best_value": best[0], "best_arm": best[1],
+            "best_run": best_run, "per_arm": per_arm(runs, metric, pick), "compute": compute}
+
+
+def per_arm(runs, metric: str, pick) -> dict[str, dict]:
+    """Per arm (a search: per sampled point), its runs' outcomes and best ``metric``."""
+    arms: dict[str, dict] = {}
+    for r in runs:
+        arm = arms.setdefault(r.data.tags.get(names.TAG_ARM, ""), {"outcomes": {}, "best": None})
+        outcome = r.data.tags.get(names.TAG_OUTCOME, "running")
+        arm["outcomes"][outcome] = arm["outcomes"].get(outcome, 0) + 1
+        value = r.data.metrics.get(metric)
+        if value is not None and (arm["best"] is None or pick(value, arm["best"]) == value):
+            arm["best"] = value
+    return arms
+
+
+def current_watch():
+    """The live display of this command (``sweeps/watch.py``), or None (quiet, or a library call)."""
+    from sweeps.watch import current
+
+    return current()
 
 
 def find_invocation(name: str, invocation: str | None = None):
@@ -150,7 +190,7 @@ def resume_sweep(name_or_path: str, invocation: str | None = None, log=print) ->
     if tags.get(names.TAG_SWEEP_HASH) != file_hash(path):
         raise UserError(f"{path} changed since invocation {parent.info.run_id} started; "
                         "resume refuses (run it anew)")
-    prep = prepare(path, tags.get(names.TAG_SCALE), log=log)
+    prep = prepare(path, tags.get(names.TAG_SCALE), recorded_overrides(tags), log=log)  # as it ran
     experiment = locate(tags[names.TAG_TUNE_PATH])
     if not can_restore(experiment):
         raise UserError(f"no Tune state to restore at {experiment.uri}")
@@ -179,6 +219,8 @@ def write_report(parent_id: str, log=print) -> None:
         log(f"report failed: {type(err).__name__}: {err}; retry with: {retry}")
         return
     log(res.summary())
+    if (watch := current_watch()) is not None:  # the summary table names it
+        watch.report = str(res.html)
 
 
 def list_sweeps(out=sys.stdout) -> None:

@@ -1,7 +1,9 @@
 """Sweep files (``configs/sweep/*.yaml``): schema, scale presets and validation.
 
-Everything is checked before anything starts: no Ray, no MLflow run, no file written.
-Each fault is one line that names the file and the key.
+A sweep resolves in layers, each over the one before: the scale preset
+(``configs/scale/<scale>.yaml``) < the file < its ``scales.<scale>`` block < the command line
+(``sweeps/overrides.py``). Everything is checked before anything starts: no Ray, no MLflow
+run, no file written. Each fault is one line that names the file and the key.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hrm_core import names
 from hrm_core.errors import UserError, unknown_key_message
 from hrm_core.paths import project_root
+from sweeps.overrides import CommandLine, check_not_shadowed, parse_command_line
 from sweeps.yaml_io import SweepFileError, load_mapping
 
 SWEEP_DIR = os.path.join(project_root(), "configs", "sweep")
@@ -207,14 +210,16 @@ def file_hash(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
-def _format(err: ValidationError, path: str) -> str:
+def _format(err: ValidationError, path: str, cmd: CommandLine | None = None) -> str:
     e = err.errors()[0]
     key = ".".join(str(p) for p in e["loc"])
+    typed = cmd.source_of(str(e["loc"][0])) if cmd is not None and e["loc"] else None
+    where = f"{path}: override '{typed}'" if typed else path
     if e["type"] == "extra_forbidden":
         fields = _all_keys(SweepSpec)
-        return f"{path}: " + unknown_key_message(key, fields, where="sweep")
+        return f"{where}: " + unknown_key_message(key, fields, where="sweep")
     msg = e["msg"].removeprefix("Value error, ")
-    return f"{path}: {key + ': ' if key else ''}{msg}"
+    return f"{where}: {key + ': ' if key else ''}{msg}"
 
 
 def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -228,57 +233,72 @@ def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return out
 
 
+def _scale_layer(layer: dict, path: str, scale: str) -> dict:
+    try:
+        ScaleOverrides.model_validate(layer)
+    except ValidationError as err:
+        raise SweepFileError(_format(err, f"{path} (scale {scale})")) from None
+    return layer
+
+
+MERGED_KEYS = ("resources", "scheduler")  # the mappings a scale layer may set part of
+
+
+def merge_layer(low: dict, high: dict) -> dict:
+    """``high`` over ``low``: later wins per key, mappings merge key by key, and ``base``
+    lists concatenate (Hydra applies them in order, so the later override of a key wins)."""
+    out = dict(low)
+    for key, value in high.items():
+        if key == "base":
+            out["base"] = [*(out.get("base") or []), *(value or [])]
+        elif isinstance(value, dict) and isinstance(out.get(key), dict) and key in MERGED_KEYS:
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
 def apply_scale(raw: dict, scale: str | None, path: str) -> dict:
-    """Merge configs/scale/<scale>.yaml and the file's own scales.<scale> into the sweep."""
-    raw = dict(raw)
+    """The sweep at ``scale``: configs/scale/<scale>.yaml < the file < the file's scales.<scale>."""
     scale = scale or raw.get("scale", "cpu")
-    raw["scale"] = scale
-    layers = []  # (overrides, whether they win over the file's own top-level values)
+    if not isinstance(scale, str):  # the schema names the fault
+        return raw
+    layers = []
     preset = os.path.join(SCALE_DIR, f"{scale}.yaml")
     if os.path.exists(preset):
-        layers.append((load_mapping(preset), False))
-    own = (raw.get("scales") or {}).get(scale)
+        layers.append(_scale_layer(load_mapping(preset), preset, scale))
+    layers.append(raw)
+    own = (raw.get("scales") or {}).get(scale) if isinstance(raw.get("scales"), dict) else None
     if own:
-        layers.append((own, True))
-    explicit = set(raw)
-    for layer, wins in layers:
-        try:
-            so = ScaleOverrides.model_validate(layer)
-        except ValidationError as err:
-            raise SweepFileError(_format(err, f"{path} (scale {scale})")) from None
-        # training overrides: the preset's, then the file's base, then the file's own scale's
-        base = list(raw.get("base") or [])
-        raw["base"] = base + so.base if wins else so.base + base
-        for key in ("num_samples", "seeds", "max_concurrent", "time_budget_s", "resources"):
-            value = getattr(so, key)
-            if value is not None and (wins or key not in explicit):
-                raw[key] = value.model_dump() if key == "resources" else value
-        if so.scheduler is not None and (wins or "scheduler" not in explicit):
-            raw["scheduler"] = {**(raw.get("scheduler") or {}), **so.scheduler.model_dump(exclude_unset=True)}
-    return raw
+        layers.append(_scale_layer(own, path, scale))
+    merged: dict = {}
+    for layer in layers:
+        merged = merge_layer(merged, layer)
+    merged["scale"] = scale
+    return merged
 
 
 def load_spec(name_or_path: str, scale: str | None = None,
               overrides: list[str] | None = None) -> tuple[SweepSpec, str]:
-    """Parse and validate a sweep file (schema only). -> (spec, absolute path)."""
+    """Parse and validate a sweep file (schema only). -> (spec, absolute path).
+
+    Precedence, lowest first: the scale preset, the file, its ``scales.<scale>`` block, then
+    ``overrides`` (the command line; ``sweeps/overrides.py`` says how they are routed)."""
     path = resolve_path(name_or_path)
     raw = load_mapping(path)
-    for o in overrides or []:  # sweep-level overrides: key=value (YAML values)
-        import yaml
-
-        if "=" not in o:
-            raise UserError(f"cannot parse sweep override '{o}' (expected key=value)")
-        key, value = o.split("=", 1)
-        node = raw
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
+    try:
+        cmd = parse_command_line(overrides or [], SweepSpec.model_fields)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
     if scale is None and isinstance(raw.get("scale"), str):
         scale = raw["scale"]
     try:
-        raw = apply_scale(raw, scale, path)
+        raw = cmd.apply(apply_scale(raw, scale, path))
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+    try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
-        raise SweepFileError(_format(err, path)) from None
+        raise SweepFileError(_format(err, path, cmd)) from None
+    check_not_shadowed(cmd, spec.arms, spec.space, path)
     return spec, path

@@ -10,6 +10,7 @@ trial gets the sweep's constant context (``trainables.trial.SWEEP_KEY``); the dr
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 from sweeps.prepare import Prepared
@@ -70,12 +71,17 @@ def build_tuner(prep: Prepared, experiment: Location, *, invocation: Invocation 
     """
     from ray import tune
 
+    from sweeps.watch import current as current_watch
     from trainables.hrm_trainable import train_hrm
     from trainables.resources import trial_resources
 
     spec = prep.spec
     init_ray()
     trainable = tune.with_resources(train_hrm, trial_resources(spec.resources))
+    watch = current_watch()
+    if watch is not None:  # the trials' count: as planned, or (restored) as many as Tune holds
+        planned = 0 if invocation is None else len(only) if only else _planned_trials(spec)
+        watch.begin(spec, experiment, planned, prep.planned_steps)
     if invocation is None:
         return tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, restart_errored=True,
                                   storage_filesystem=experiment.fs)
@@ -86,6 +92,10 @@ def build_tuner(prep: Prepared, experiment: Location, *, invocation: Invocation 
         tune_config, space = _search(spec, context, study, invocation.parent_id, prep.planned_steps)
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                       run_config=_run_config(spec, experiment, invocation))
+
+
+def _planned_trials(spec: SweepSpec) -> int:
+    return len(spec.arms) * len(spec.seeds) if spec.kind == "ablation" else spec.num_samples
 
 
 def can_restore(experiment: Location) -> bool:
@@ -115,6 +125,7 @@ def _run_config(spec: SweepSpec, experiment: Location, invocation: Invocation):
     from ray.tune.logger import JsonLoggerCallback
 
     from sweeps.mlflow_callback import MlflowTrialLogger
+    from sweeps.watch import ProgressCallback
 
     storage = experiment.parent()
     logger = MlflowTrialLogger(invocation.uri, invocation.experiment_id, invocation.parent_id, spec.name,
@@ -125,7 +136,7 @@ def _run_config(spec: SweepSpec, experiment: Location, invocation: Invocation):
         storage_filesystem=storage.fs,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[logger, JsonLoggerCallback()],
+        callbacks=[logger, JsonLoggerCallback(), ProgressCallback()],  # (the live display: sweeps/watch.py)
         verbose=0,
     )
 
@@ -180,6 +191,9 @@ def _search(spec: SweepSpec, context: dict, study: str, study_name: str, planned
         storage=RDBStorage(study),
         study_name=study_name,
     )
+    with warnings.catch_warnings():  # experimental in Optuna; names the objectives in reports and dashboards
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.load_study(study_name=study_name, storage=study).set_metric_names(list(metrics))
     sched = spec.scheduler_or_default
     scheduler = None
     if sched.type == "asha":

@@ -1,14 +1,17 @@
-"""The training CLI: a real run, and one-line errors for bad input (no traceback)."""
+"""The training CLI: a real run, Hydra's --help and --cfg job, and one-line errors for bad input
+(no traceback)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.conftest import PROJECT
 
@@ -35,7 +38,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
 
 def test_cli_trains_and_writes_run_dir(sudoku4_dataset, tmp_path):
     run = tmp_path / "run"
-    proc = pretrain(*TINY, f"data_path={sudoku4_dataset}", f"checkpoint_path={run}", "max_steps=5")
+    typed = [*TINY, f"data_path={sudoku4_dataset}", f"checkpoint_path={run}", "max_steps=5"]
+    proc = pretrain(*typed)
     assert proc.returncode == 0, proc.stderr
     assert "completed: step 5" in proc.stdout
     assert "forward_dtype=float32" in proc.stdout  # the run log names the dtype path
@@ -44,7 +48,53 @@ def test_cli_trains_and_writes_run_dir(sudoku4_dataset, tmp_path):
     assert any("eval/exact_accuracy" in r for r in lines)
     cfg = (run / "config.yaml").read_text()
     assert "hidden_size: 64" in cfg and f"data_path: {sudoku4_dataset}" in cfg
+    assert yaml.safe_load((run / "overrides.yaml").read_text()) == typed  # as typed, beside the config
     assert (run / "step_5.pt").exists()
+
+
+def test_help_lists_every_group_option_and_key(capsys):
+    from hrm_core.config.compose import group_options
+    from hrm_core.config.schema import VALID_KEYS
+    from hrm_core.pretrain import main
+
+    assert main(["arch=hrm_tiny", "--help"]) == 0
+    out = capsys.readouterr().out
+    for group in ("arch", "data", "loss", "curriculum"):
+        assert re.search(rf"^  {group}\b", out, re.M), group
+        for option in group_options(group):
+            assert re.search(rf"^    {option} +[* ] \S", out, re.M), f"{group}={option} and what it is"
+    assert re.search(r"^    hrm_v1 +\* ", out, re.M) and re.search(r"^    sudoku9_1k +\* ", out, re.M)
+    leaves = [k for k in VALID_KEYS if not any(o.startswith(k + ".") for o in VALID_KEYS)]
+    listed = re.findall(r"^  ([\w.]+): ", out, re.M)
+    assert sorted(listed) == sorted(leaves)
+    for line in ("  global_batch_size: int = 768, > 0", "  eval_interval: int | null = 10000, > 0",
+                 "  arch.halt_exploration_prob: float = 0.1, >= 0, <= 1",
+                 "  arch.pos_encodings: rope | learned = rope", "  alerts.grad_factor: float = 10.0, > 1",
+                 "  arch.puzzle_emb_ndim: int = hidden_size (512), >= 0", "  data.name: str = sudoku9_1k"):
+        assert line + "\n" in out, line  # type, default (as composed) and range
+    assert "rows per optimizer step" in out  # and what it means
+
+
+def test_cfg_job_prints_the_composed_config_and_exits(tmp_path):
+    from hrm_core.config.compose import compose_config
+    from hrm_core.config.schema import validate_config
+
+    typed = ["arch=hrm_tiny", "data=sudoku4", "lr=3e-3", "~eval_interval", f"checkpoint_path={tmp_path}/run"]
+    script = os.path.join(os.path.dirname(sys.executable), "hrm-train")  # the console script
+    proc = subprocess.run([script, *typed, "--cfg", "job"], cwd=PROJECT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    printed = validate_config(yaml.safe_load(proc.stdout))
+    assert printed == compose_config(typed) and printed.lr == 3e-3 and printed.eval_interval == 10000
+    assert not (tmp_path / "run").exists()  # nothing ran
+
+
+def test_cfg_takes_job(capsys):
+    from hrm_core.pretrain import main
+
+    assert main(["--cfg", "hydra"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --cfg takes job") and "\n" not in err
 
 
 def test_missing_dataset(tmp_path):

@@ -170,7 +170,7 @@ def test_ablation_report_has_compute_health_and_reproduce(store):
     # plots: accuracy vs compute and the health panel come on top of the 5 of an ablation without variants
     images = sum("image/png" in o.get("data", {})
                  for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert images == 4 + 2, images  # curves x2, final values, Pareto + compute curves, health panel
+    assert images == 5 + 2, images  # forest, curves x2, final values, Pareto + compute curves, health panel
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ HTML and attached to the sweep's parent run; and the CLI end to end."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,8 +36,24 @@ def store(tmp_path_factory):
 
 
 def _images(nb) -> int:
-    return sum("image/png" in o.get("data", {})
-               for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    return len(_figure_cells(nb))
+
+
+def _figure_cells(nb) -> list[str]:
+    """The source of each code cell that drew a figure, in order."""
+    return [c.source for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if "image/png" in o.get("data", {})]
+
+
+def _readable_html(html: str) -> str:
+    """The report page as a person reads it: no code, no long floats; its text, images cut."""
+    text = re.sub(r"<(style|script)[^>]*>.*?</\1>", "", html, flags=re.S)
+    assert "jp-CodeMirrorEditor" not in text and "jp-InputPrompt" not in text  # no code cell's input
+    assert "plots.show(" not in text and "import matplotlib" not in text
+    text = re.sub(r"data:image/png;base64,[^\"']+", "", text)
+    long = [x for x in re.findall(r"\b\d+\.\d+\b", text) if len(x.replace(".", "").lstrip("0")) > 4]
+    assert not long, long  # at most 4 significant digits anywhere (no 0.009766, no 2.148438)
+    return text
 
 
 def test_ablation_notebook_executes_and_is_attached(store):
@@ -54,10 +71,17 @@ def test_ablation_notebook_executes_and_is_attached(store):
     headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
     for section in ("Overview", "Leaderboard", "Statistics", "Curves", "Variant panels", "MLflow runs"):
         assert f"## {section}" in headings
-    # learning curves (objective, train loss), final values, Pareto, gates, feudal, curriculum
-    assert _images(nb) == 7
+    # forest, learning curves (objective, train loss), final values, Pareto, gates, feudal, curriculum
+    figures = _figure_cells(nb)
+    assert len(figures) == 8 and "plots.forest(" in figures[0]  # the forest plot comes first
     html = res.html.read_text()
-    assert html.count("data:image/png;base64") >= 7 and "gated beats control" in html
+    assert html.count('src="data:image/png;base64') == 8 and "gated beats control" in html
+    assert 'alt="Effect of each arm vs control' in html  # every figure has its titles as alternative text
+    assert "No description has been provided for this image" not in html
+    _readable_html(html)
+    effects, overview = html.find(">Effects<"), html.find(">Overview<")
+    assert 0 < effects < html.find('src="data:image/png') < overview  # the forest plot, under its heading
+    assert "<th>95% CI</th>" in html and re.search(r"<td>\d+\.\d% to \d+\.\d%\*?</td>", html)
     listed = MlflowClient(tracking_uri=uri).list_artifacts(ids["abl"], report.ARTIFACT_DIR)
     artifacts = {f.path for f in listed}
     assert artifacts == {f"{report.ARTIFACT_DIR}/report.ipynb", f"{report.ARTIFACT_DIR}/report.html"}
@@ -81,5 +105,10 @@ def test_cli_search_report(store):
     assert "Best trial at the top rung" in nb.cells[0].source
     headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
     assert "## Search" in headings and "## Statistics" not in headings
-    # trial curves, values at each rung, Pareto, importance, parallel coordinates
-    assert _images(nb) == 5
+    # trial curves, values at each rung, Pareto, Optuna's history and intermediate values, importance,
+    # parallel coordinates
+    figures = _figure_cells(nb)
+    assert len(figures) == 7
+    for view in ("optimization_history", "intermediate_values"):
+        assert any(view in f for f in figures), view
+    _readable_html((out / "report.html").read_text())

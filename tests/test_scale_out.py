@@ -922,6 +922,8 @@ def test_sweep_on_the_tracking_server(server, on_server, ray_s3, s3, tmp_path):
         assert counts["train/lm_loss"] == list(range(1, 17))
         assert counts["eval/exact_accuracy"] == [8, 16]
         assert all(len(steps) == len(set(steps)) for steps in counts.values())
+        # the trial's own log: written to s3:// by the trial, attached by the driver
+        assert "trial.log" in {a.path for a in client.list_artifacts(k.info.run_id)}
     # artifacts: through the server's proxy, and really in the S3 bucket
     assert client.get_experiment(parent.info.experiment_id).artifact_location.startswith("mlflow-artifacts:")
     listed = {a.path for a in client.list_artifacts(parent_id)}
@@ -933,6 +935,7 @@ def test_sweep_on_the_tracking_server(server, on_server, ray_s3, s3, tmp_path):
     tune_keys = s3.keys(prefix + "/")
     assert any("experiment_state" in key for key in tune_keys)
     assert sum(1 for key in tune_keys if re.search(r"/checkpoint_\d+/state\.pt$", key)) >= 2
+    assert sum(1 for key in tune_keys if key.endswith("/trial.log")) == 2
     if server.pg is not None:  # the server really writes to PostgreSQL
         assert server.pg.count_runs() >= 3
     # a spool left behind by a dead driver is replayed by hand

@@ -138,6 +138,26 @@ def test_zero_variance_differences():
     assert float(r.p) == 0.0 and float(r.ci_low) == float(r.ci_high) == 0.5
 
 
+def test_intervals_of_a_rate_clipped_to_its_bounds_keep_their_coverage():
+    """Accuracy near 0% (seeds' values from Beta(1, 30), mean 3.2%): t-intervals of the mean
+    often reach below 0; clipped to [0, 1] they cover the true mean exactly as often."""
+    true = 1 / 31
+    x = np.random.default_rng(7).beta(1, 30, (SIMS, 5))
+    _, _, lo, hi = stats.mean_ci(x)
+    c_lo, c_hi, clipped = stats.clip_interval(lo, hi, stats.bounds(names.EVAL_EXACT_ACCURACY))
+    assert (lo < 0).mean() > 0.2 and clipped.mean() == (lo < 0).mean()
+    assert (c_lo >= 0).all() and (c_hi <= 1).all()
+    covered, covered_clipped = (lo <= true) & (true <= hi), (c_lo <= true) & (true <= c_hi)
+    assert (covered == covered_clipped).all() and 0.85 <= covered.mean() <= 0.97  # skewed: t undercovers
+    assert stats.bounds(names.EVAL_LM_LOSS) is None and stats.diff_bounds(names.EVAL_ACCURACY) == (-1.0, 1.0)
+    nan = stats.clip_interval(np.nan, np.nan, (0.0, 1.0))
+    assert np.isnan(nan[0]) and not nan[2]
+    v = pd.DataFrame({"arm": "a", "value": [0.0, 0.0, 0.01], "used": True, "reason": "",
+                      "metric": names.EVAL_EXACT_ACCURACY})
+    s = stats.summarize_groups(v).iloc[0]
+    assert s["ci_low"] == 0.0 and s["ci_clipped"] and s["ci_high"] < 0.03
+
+
 def test_bca_is_seeded_and_reasonable():
     rng = np.random.default_rng(5)
     x = rng.normal(0, 1, 12)

@@ -103,6 +103,27 @@ def test_each_fault_is_one_line_and_starts_nothing(case, tmp_path, monkeypatch, 
     assert ray_before or not _ray_running(), "no Ray may be started"
 
 
+@pytest.mark.parametrize("override, needle", [
+    ("seeds=0,1", "write seeds=[0,1]"),  # a Hydra multirun list, refused although the file sets seeds
+    ("seeds=[0,", "cannot parse"),
+    ("max_stepz=8", "did you mean 'max_steps'"),
+])
+def test_a_bad_override_is_one_line_and_starts_nothing(override, needle, tmp_path, monkeypatch, capsys):
+    from sweeps.__main__ import main
+
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD)
+    db, storage = tmp_path / "mlflow.db", tmp_path / "ray"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray_before = _ray_running()
+    assert main(["run", str(path), "--scale", "smoke", override, f"storage_path={storage}"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {path}: ") and needle in errors[0], errors
+    assert not db.exists() and not storage.exists()
+    assert ray_before or not _ray_running(), "no Ray may be started"
+
+
 def test_fault_exits_2_from_a_fresh_process(tmp_path):
     path = tmp_path / "dup.yaml"
     path.write_bytes(CASES["duplicate_key"][0])

@@ -35,6 +35,8 @@ def test_ablation_arms_by_seeds_with_named_control(ray_local, store, tmp_path):
     from sweeps.runner import run_sweep
 
     path = write(tmp_path, """\
+# Does a gate help the tiny model?
+#   python -m sweeps run e2e_ablation
 name: e2e_ablation
 kind: ablation
 base: [data=sudoku4, max_steps=16]
@@ -56,7 +58,9 @@ max_concurrent: 2
     for k in kids:
         assert k.info.status == "FINISHED" and k.data.tags[names.TAG_OUTCOME] == names.OUTCOME_COMPLETED
         assert k.data.tags[names.TAG_MLFLOW_PARENT] == parent_id
-        assert k.info.run_name == f"e2e_ablation/{k.data.tags[names.TAG_TRIAL_ID]}"
+        # named for a person, <arm>/seed<k>; the Tune trial id stays a tag
+        assert k.info.run_name == f"{k.data.tags[names.TAG_ARM]}/seed{k.data.tags[names.TAG_SEED]}"
+        assert k.data.tags[names.TAG_TRIAL_ID] and k.data.tags[names.TAG_TRIAL_ID] not in k.info.run_name
         assert no_duplicate_points(store, k.info.run_id) == list(range(1, 17))
         assert k.data.params["arch.use_gating"] == str(k.data.tags[names.TAG_ARM] == "gated")
         assert "eval/exact_accuracy" in k.data.metrics
@@ -74,6 +78,9 @@ max_concurrent: 2
     trained = sum(k.data.metrics[names.COMPUTE_TRAIN_FLOPS] for k in kids)
     assert parent.data.metrics[names.COMPUTE_SWEEP_FLOPS] == trained
     assert parent.data.metrics[names.COMPUTE_SAVED_FLOPS] == 0
+    from tests.test_readable_runs import assert_readable_sweep
+
+    assert_readable_sweep(store, parent, kids, header="Does a gate help the tiny model?")
 
     # the report renders end to end on this real sweep, from MLflow alone
     from analysis.report import build_report
@@ -96,6 +103,9 @@ max_concurrent: 2
     assert "Not checked: no run carries" not in html
     artifacts = {a.path for a in store.list_artifacts(parent_id, "report")}
     assert {"report/report.ipynb", "report/report.html"} <= artifacts
+    # the verdict on the parent run's page: the report's conclusion and where the report is
+    note = store.get_run(parent_id).data.tags[names.TAG_MLFLOW_NOTE]
+    assert note.startswith(paths.conclusion.strip()[:200]) and "`report/report.html`" in note
 
 
 def test_search_with_asha_prunes_trials_that_cannot_learn(ray_local, store, tmp_path):
@@ -123,6 +133,11 @@ sampler: {type: random, seed: 0}  # draws lr 0.01, 0, 0.01, 0.01, 0, 0
     stopped = [k for k in kids if k.data.tags[names.TAG_OUTCOME] == names.OUTCOME_EARLY_STOPPED]
     assert len(stopped) == 3, outcomes
     assert all(o in (names.OUTCOME_COMPLETED, names.OUTCOME_EARLY_STOPPED) for o in outcomes.values())
+    # runs named by their sampled params; two trials that drew the same point get "#2", "#3"
+    run_names = [k.info.run_name for k in kids]
+    assert len(set(run_names)) == 6, run_names
+    for k in kids:
+        assert k.info.run_name.split(" #")[0] == f"lr={float(k.data.params['lr']):.3g}", run_names
     for k in stopped:
         assert float(k.data.params["lr"]) == 0.0, "only the arm that cannot learn is stopped"
         assert max(no_duplicate_points(store, k.info.run_id)) < 24

@@ -205,26 +205,35 @@ resources: {cpu: 1, gpu: 0.5}
 
 @pytest.mark.slow
 def test_extend_adds_only_the_new_seed(ray_scale, store, tmp_path):
+    """Seeds are added in the file; the invocation's command-line overrides are recorded and
+    re-applied by --extend and resume, which take none of their own."""
+    from hrm_core.errors import UserError
     from sweeps.extend import extend_sweep
-    from sweeps.runner import run_sweep
+    from sweeps.overrides import record
+    from sweeps.runner import resume_sweep, run_sweep
 
-    path = write(tmp_path, """\
+    sweep = """\
 name: scale_extend
 kind: ablation
-base: [data=sudoku4, max_steps=6, eval_every_steps=6]
+base: [data=sudoku4, eval_every_steps=6]
 control: a
 arms:
   a: []
   b: [lr=0.002]
 seeds: [0]
 max_concurrent: 4
-""" + SMOKE)
-    parent_id = run_sweep(path, log=lambda *_: None)
+""" + SMOKE
+    path = write(tmp_path, sweep)
+    parent_id = run_sweep(path, overrides=["max_steps=6"], log=lambda *_: None)  # the smoke preset says 24
+    assert store.get_run(parent_id).data.tags[names.TAG_SWEEP_OVERRIDES] == record(["max_steps=6"])
     before = {k.info.run_id: (k.info.end_time, len(store.get_metric_history(k.info.run_id, "train/lm_loss")))
               for k in children(store, parent_id)}
     assert len(before) == 2
 
-    assert extend_sweep(path, overrides=["seeds=[0, 1]"], log=lambda *_: None) == parent_id
+    with pytest.raises(UserError, match=r"--extend takes no overrides"):
+        extend_sweep(path, overrides=["seeds=[0, 1]"], log=lambda *_: None)
+    write(tmp_path, sweep.replace("seeds: [0]", "seeds: [0, 1]"))
+    assert extend_sweep(path, log=lambda *_: None) == parent_id
     parent = store.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags[names.TAG_SWEEP_STATUS] == "finished"
     kids = children(store, parent_id)
@@ -236,14 +245,19 @@ max_concurrent: 4
         if k.info.run_id in before:  # untouched: same end time, same points
             points = len(store.get_metric_history(k.info.run_id, "train/lm_loss"))
             assert (k.info.end_time, points) == before[k.info.run_id]
-        else:
+        else:  # max_steps=6 re-applied
             assert k.data.tags[names.TAG_SEED] == "1" and steps_of(store, k.info.run_id) == list(range(1, 7))
 
-    # Nothing new: nothing runs. A changed arm is refused, in one line.
-    assert extend_sweep(path, overrides=["seeds=[0, 1]"], log=lambda *_: None) == parent_id
+    # Nothing new: nothing runs.
+    assert extend_sweep(path, log=lambda *_: None) == parent_id
     assert len(children(store, parent_id)) == 4
-    from hrm_core.errors import UserError
-
+    # resume applies the recorded overrides too: one that no longer validates stops it, named
+    store.set_tag(parent_id, names.TAG_SWEEP_OVERRIDES, record(["max_stepz=6"]))
+    with pytest.raises(UserError, match=r"override 'max_stepz=6'.*did you mean 'max_steps'"):
+        resume_sweep(path, parent_id, log=lambda *_: None)
+    store.set_tag(parent_id, names.TAG_SWEEP_OVERRIDES, record(["max_steps=6"]))
+    # A changed arm is refused, in one line.
+    write(tmp_path, sweep.replace("seeds: [0]", "seeds: [0, 1, 2]").replace("[lr=0.002]", "[lr=0.003]"))
     with pytest.raises(UserError, match=r"arms\.b changed"):
-        extend_sweep(path, overrides=["seeds=[0, 1, 2]", "arms.b=[lr=0.003]"], log=lambda *_: None)
+        extend_sweep(path, log=lambda *_: None)
     assert len(children(store, parent_id)) == 4

@@ -47,6 +47,17 @@ def test_cli_logs_run_to_mlflow(sudoku4_dataset, tmp_path):
     assert sorted(m.step for m in evals) == [3, 6]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "config.yaml" in artifacts
+    # readable in the UI: a training-runs experiment; MLflow's source tags; the dataset as an
+    # input; perf/* and system/* (a first sample at the first step)
+    assert exp.tags[names.TAG_MLFLOW_EXPERIMENT_KIND] == names.EXPERIMENT_KIND
+    assert run.data.tags[names.TAG_MLFLOW_SOURCE_NAME] == "python -m hrm_core.pretrain"
+    assert run.data.tags[names.TAG_MLFLOW_SOURCE_TYPE] == "LOCAL" and run.data.tags[names.TAG_MLFLOW_USER]
+    assert run.data.tags.get(names.TAG_MLFLOW_GIT_COMMIT, "unknown") == run.data.tags[names.TAG_GIT_COMMIT]
+    (entry,) = run.inputs.dataset_inputs
+    assert entry.dataset.digest == run.data.tags[names.TAG_DATASET_FINGERPRINT]
+    assert '"train_examples": 400' in entry.dataset.profile
+    assert run.data.metrics[names.PERF_SAMPLES_PER_S] > 0 and run.data.metrics[names.SYSTEM_PROCESS_RSS] > 10
+    assert [m.step for m in client.get_metric_history(run.info.run_id, names.SYSTEM_PROCESS_RSS)][0] == 1
 
     # resuming continues the same MLflow run: no second run, no (step, key) twice
     proc = subprocess.run(

@@ -8,6 +8,8 @@ was set), and each trial applies it to its ``Trainer`` before training:
   test can SIGKILL its worker; a DDP trial writes the pid of rank 0 only.
 - ``inject_nan_arm`` and ``inject_nan_at``: that arm's weights turn NaN after that step
   (on every rank), so its loss does too.
+- ``step_delay_s``: every train step of every trial takes that much longer (a test that
+  watches trials advance needs them to last).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import os
 
 ENV = "HRM_TEST_FAULTS"
-KEYS = ("pid_dir", "inject_nan_arm", "inject_nan_at")
+KEYS = ("pid_dir", "inject_nan_arm", "inject_nan_at", "step_delay_s")
 
 
 def from_env() -> dict:
@@ -35,6 +37,20 @@ def apply(trainer, faults: dict, arm: str | None, write_pid: bool = True) -> Non
             f.write(f"{os.getpid()} {trainer.step}")
     if faults.get("inject_nan_at") and arm == faults.get("inject_nan_arm"):
         _poison_after(trainer, int(faults["inject_nan_at"]))
+    if faults.get("step_delay_s"):
+        _slow_down(trainer, float(faults["step_delay_s"]))
+
+
+def _slow_down(trainer, seconds: float) -> None:
+    import time
+
+    original = trainer.train_step
+
+    def step(batch):
+        time.sleep(seconds)
+        return original(batch)
+
+    trainer.train_step = step
 
 
 def _poison_after(trainer, at_step: int) -> None:

@@ -24,6 +24,7 @@ from hrm_core import names
 from hrm_core.config.schema import flatten
 from hrm_core.observe.callbacks import Callback, RunInfo
 from hrm_core.observe.run_context import to_json
+from hrm_core.observe.system import SystemSampler
 
 # Keys of the dict each tune.report carries, besides the flat latest metrics.
 HISTORY = "hrm_history"  # [(step, {metric: value})] since the last report
@@ -101,6 +102,8 @@ def _snapshot(path: str) -> str:
 class TuneSink(Callback):
     def __init__(self, extra_tags: dict[str, str], background: bool = False):
         self.reporter = _Reporter() if background else None
+        # system/* now and then (the trial's GPUs: hrm.gpu_ids), in the history the driver logs
+        self.system = SystemSampler(extra_tags.get(names.TAG_GPU_IDS))
         self.extra_tags = extra_tags
         self.history: list[tuple[int, dict[str, float]]] = []
         self.latest: dict[str, float] = {}
@@ -124,7 +127,7 @@ class TuneSink(Callback):
     def on_train_metrics(self, step, metrics):
         if self.reporter is not None:
             self.reporter.check()  # stopped by Tune, or a report failed
-        self.history.append((step, dict(metrics)))
+        self.history.append((step, {**metrics, **self.system.poll()}))
         self.latest.update(metrics)
 
     def on_eval(self, step, metrics):

@@ -81,6 +81,11 @@ def build_report(
         client = open_client(uri)
         for path in (nb_path, html_path):
             client.log_artifact(info.parent_run_id, str(path), ARTIFACT_DIR)
+        # the verdict on the parent run's page in the MLflow UI (its description)
+        from hrm_core.tracking.describe import describe_run, report_note
+
+        note = report_note(a.conclusion, f"{ARTIFACT_DIR}/{html_path.name}", str(html_path))
+        describe_run(client, info.parent_run_id, note)
     return ReportResult(nb_path, html_path, info.parent_run_id or "", a.conclusion, uploaded)
 
 
@@ -92,7 +97,8 @@ def _write(a: Analysis, params: dict, out_dir: Path, execute: bool, timeout: int
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"{'Search' if a.kind == 'search' else 'Ablation'} report: {a.info.sweep}"
     text = a.conclusion + (f"\n\n<small>Written {stamp} from {len(a.runs)} MLflow runs of parent run "
-                           f"`{a.info.parent_run_id}`.</small>")
+                           f"`{a.info.parent_run_id}`. The code behind every table and figure is in "
+                           "`report.ipynb`, beside this page.</small>")
     nb = nbk.build_notebook(title, text, params, a)
     nb_path, html_path = out_dir / "report.ipynb", out_dir / "report.html"
     try:

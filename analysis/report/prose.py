@@ -25,9 +25,7 @@ def _comparison_sentence(row: pd.Series, metric: str, alpha: float) -> str:
     if row["verdict"] == "no test":
         return (f"**{arm} vs {ctrl}**: {fmt.value(metric, row['mean_arm'])} vs "
                 f"{fmt.value(metric, row['mean_control'])} — {row['note']}.")
-    _, unit = stats.display_scale(metric)
-    low = fmt.diff(metric, row["ci_low"], True).removesuffix(unit)
-    ci = f"95% CI {low} to {fmt.diff(metric, row['ci_high'], True)}"
+    ci = f"95% CI {fmt.diff_interval(metric, row['ci_low'], row['ci_high'])}"
     if row["test"] == "paired t":
         n = f"{row['n_pairs']} paired seeds"
     else:
@@ -36,7 +34,7 @@ def _comparison_sentence(row: pd.Series, metric: str, alpha: float) -> str:
             "worse": f"**{arm} is worse than {ctrl}** by"}.get(row["verdict"], f"**{arm} vs {ctrl}**:")
     test = f"{row['test']}-test p {fmt.p_value(row['p'])}, Holm-adjusted p {fmt.p_value(row['p_holm'])}"
     verdict = f"significant at α = {alpha:g}" if row["significant"] else "no detectable difference"
-    eff = f"{row['effect_kind']} = {row['effect']:.2f}" if np.isfinite(row["effect"]) else ""
+    eff = fmt.effect(row["effect"], row["effect_kind"]) if np.isfinite(row["effect"]) else ""
     wil = f"; Wilcoxon p {fmt.p_value(row['wilcoxon_p'])}" if np.isfinite(row["wilcoxon_p"]) else ""
     return f"{head} {fmt.diff(metric, row['diff'])} ({ci}) across {n}: {test}{wil} — {verdict}" + (
         f" ({eff})." if eff else ".")
@@ -162,6 +160,28 @@ def _join(lines: list[str]) -> str:
         else:
             out.append(line)
     return "\n\n".join(out)
+
+
+def interval_note(a: Analysis) -> str:
+    """Where a 95% interval of the bounded primary metric was clipped to its bounds, and
+    why that is sound; '' when none was."""
+    limits = stats.bounds(a.metric)
+    if limits is None:
+        return ""
+    where = []
+    if "ci_clipped" in a.summary.columns:
+        where += [f"{arm} (mean)" for arm in a.summary.loc[a.summary["ci_clipped"], "arm"]]
+    if "ci_clipped" in a.comparisons.columns:
+        c = a.comparisons[a.comparisons["ci_clipped"] & (a.comparisons["metric"] == a.metric)]
+        where += [f"{arm} − {ctrl} (difference)" for arm, ctrl in zip(c["arm"], c["control"], strict=True)]
+    if not where:
+        return ""
+    lo, hi = (fmt.value(a.metric, x) for x in limits)
+    diffs = f"{fmt.diff(a.metric, -1.0)} to {fmt.diff(a.metric, 1.0)}"
+    return (f"*95% intervals that crossed the bounds of {a.metric} ({lo} to {hi}; differences "
+            f"{diffs}) are clipped to them (marked \\* in the tables): "
+            f"{', '.join(where)}. The true value lies within the bounds, so clipping removes only "
+            "impossible values and keeps the coverage.*")
 
 
 def compute_summary(a: Analysis) -> str:

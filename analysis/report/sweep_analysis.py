@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis import compute, importance, rungs, stats
+from analysis import compute, importance, rungs, stats, study
 from analysis.loading import SweepInfo, load_history, logged_metrics, require_metric
 from analysis.report import health, prose
 from hrm_core import names
@@ -59,6 +59,7 @@ class Analysis:
     search_params: list[str] = field(default_factory=list)
     importances: dict[str, float] = field(default_factory=dict)
     importance_method: str = ""
+    trials: study.StudyTrials | None = None  # searches: the trials as Optuna saw them (or MLflow's)
     notes: list[str] = field(default_factory=list)
     conclusion: str = ""
     # compute (compute/* metrics; empty frames when the runs logged none)
@@ -175,16 +176,31 @@ def _analyse_search(a: Analysis) -> None:
         a.common_rung = int(rv["rung"].min())
         low = rv[rv["rung"] == a.common_rung].set_index("run_id")["value"]
         a.board_runs["value_at_common_rung"] = a.board_runs["run_id"].map(low)
-    _search_importances(a)
+    persisted = _open_study(a)
+    if persisted is not None:
+        a.trials = study.from_study(persisted, a.info.objective)
+    else:
+        a.trials = study.from_mlflow(a.runs, a.history, a.metric, a.mode)
+    _search_importances(a, persisted)
 
 
-def _search_importances(a: Analysis) -> None:
+def _open_study(a: Analysis):
+    """The sweep's persisted Optuna study, or None (with a note) when it cannot be read."""
+    if not (a.info.optuna_storage and a.info.optuna_study):
+        return None
+    try:
+        return study.load_study(a.info.optuna_storage, a.info.optuna_study)
+    except LookupError as e:
+        a.notes.append(f"Optuna study not used: {str(e).splitlines()[0]}")
+        return None
+
+
+def _search_importances(a: Analysis, persisted) -> None:
     """From the persisted Optuna study; else |Spearman rho| with every trial compared at
     the lowest rung, which every trial reached."""
-    if a.info.optuna_storage and a.info.optuna_study:
+    if persisted is not None:
         try:
-            a.importances, a.importance_method = importance.study_importances(a.info.optuna_storage,
-                                                                              a.info.optuna_study)
+            a.importances, a.importance_method = importance.study_importances(persisted)
             return
         except (LookupError, ValueError, RuntimeError) as e:
             a.notes.append(f"Optuna study not used for importances: {str(e).splitlines()[0]}")

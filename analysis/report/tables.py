@@ -24,6 +24,15 @@ def _note(text: str) -> pd.DataFrame:
     return pd.DataFrame({"note": [text]})
 
 
+def show(table: pd.DataFrame) -> None:
+    """Display a table in the notebook as HTML, without row numbers (an index that names
+    the rows, such as the overview's keys or the arms, is kept)."""
+    from IPython.display import HTML, display
+
+    named = not isinstance(table.index, pd.RangeIndex)
+    display(HTML(table.to_html(index=named, border=0, na_rep="")))
+
+
 def overview_table(a: Analysis) -> pd.DataFrame:
     """The sweep as its parent run records it."""
     info, tags = a.info, a.info.parent_tags
@@ -51,32 +60,63 @@ def overview_table(a: Analysis) -> pd.DataFrame:
     return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
 
 
+def counts_table(a: Analysis) -> pd.DataFrame:
+    """Runs per arm and outcome (searches, whose every trial is its own arm: per outcome
+    for all trials), as integers."""
+    if a.kind == "search":
+        return stats.outcome_counts(a.runs.assign(trials="all trials"), by="trials").astype(int)
+    return a.counts.astype(int)
+
+
+def excluded_table(a: Analysis) -> pd.DataFrame:
+    """The runs left out of the statistics, with their reason (seeds as integers;
+    searches: the trial and its outcome)."""
+    out = a.excluded.copy()
+    if a.kind == "search":
+        left_out = a.values.loc[~a.values["used"], "run_id"]  # the rows of a.excluded, in order
+        out.insert(0, "trial", left_out.map(a.runs.set_index("run_id")["trial_id"]).to_numpy())
+        return out.drop(columns=["arm", "seed"])
+    if "seed" in out.columns:
+        out["seed"] = out["seed"].map(fmt.count)
+    return out
+
+
+def _search_leaderboard(a: Analysis, top: int) -> pd.DataFrame:
+    b = a.leaderboard.head(top)
+    return pd.DataFrame({
+        "rank": b["rank"].map(fmt.count), "trial": b["trial_id"].where(b["trial_id"] != "", b["run_name"]),
+        "run": b["run_name"], "outcome": b["outcome"], "top rung (step)": b["rung"].map(fmt.count),
+        f"{a.metric} at that rung": [fmt.value(a.metric, x) for x in b["value_at_rung"]],
+    }).reset_index(drop=True)
+
+
 def leaderboard_table(a: Analysis, top: int = 25) -> pd.DataFrame:
     """Ablation: arms by mean with CI and difference to the control. Search: trials by rung."""
     if a.kind == "search":
         if a.leaderboard.empty:
             return _note(f"no trial has logged {a.metric} yet")
-        return a.leaderboard.drop(columns=["run_id"]).head(top)
+        return _search_leaderboard(a, top)
     s = a.summary.set_index("arm").reindex(a.arm_order or a.summary["arm"]).reset_index()
     ctrl = s.loc[s["arm"] == a.control, "mean"]
     c = float(ctrl.iloc[0]) if len(ctrl) else math.nan
-    scale, unit = stats.display_scale(a.metric)
-    ci = [f"[{lo:.4g}, {hi:.4g}]" if np.isfinite(lo) else "n < 2: no CI"
-          for lo, hi in zip(s["ci_low"], s["ci_high"], strict=True)]
+    m = a.metric
+    clipped = s["ci_clipped"] if "ci_clipped" in s.columns else [False] * len(s)
+    ci = [fmt.interval(m, lo, hi) + ("*" if cut else "") if np.isfinite(lo) else "n < 2: no CI"
+          for lo, hi, cut in zip(s["ci_low"], s["ci_high"], clipped, strict=True)]
     return pd.DataFrame({
         "arm": s["arm"] + np.where(s["arm"] == a.control, " (control)", ""),
-        "n": s["n"],
-        f"mean {a.metric}": s["mean"],
-        "sd": s["sd"],
+        "n": s["n"].map(fmt.count),
+        f"mean {m}": [fmt.value(m, x) for x in s["mean"]],
+        "sd": [fmt.diff(m, x, signed=False) for x in s["sd"]],
         "95% CI": ci,
-        f"mean - control{unit}": (s["mean"] - c) * scale,
+        "mean − control": [fmt.diff(m, x) for x in s["mean"] - c],
         "excluded": [f"{e} ({w})" if e else "0"
                      for e, w in zip(s["excluded"], s["excluded_why"], strict=True)],
     })
 
 
 def comparison_table(a: Analysis, role: str = "primary") -> pd.DataFrame:
-    """Arm-vs-control rows of one role, with readable column names."""
+    """Arm-vs-control rows of one role, each number written for reading."""
     if a.comparisons.empty or not (a.comparisons["role"] == role).any():
         if role == "exploratory":
             return _note("no exploratory metrics logged")
@@ -84,16 +124,42 @@ def comparison_table(a: Analysis, role: str = "primary") -> pd.DataFrame:
             return _note(f"no run has logged {a.metric} yet")
         return _note("nothing to compare (one arm)")
     c = a.comparisons[a.comparisons["role"] == role]
-    scale = c["metric"].map(lambda m: stats.display_scale(m)[0])
     n = [f"{p} pairs" if t == "paired t" else f"{na} vs {nc}"
          for p, t, na, nc in zip(c["n_pairs"], c["test"], c["n_arm"], c["n_control"], strict=True)]
+    rows = list(c.itertuples())
     return pd.DataFrame({
         "metric": c["metric"], "arm": c["arm"], "vs": c["control"], "test": c["test"], "n": n,
-        "diff": c["diff"] * scale, "ci_low": c["ci_low"] * scale, "ci_high": c["ci_high"] * scale,
-        "p": c["p"], "p_holm": c["p_holm"], "significant": c["significant"], "effect": c["effect"],
-        "effect_kind": c["effect_kind"], "wilcoxon_p": c["wilcoxon_p"], "verdict": c["verdict"],
-        "role": c["role"], "note": c["note"],
+        "difference": [fmt.diff(r.metric, r.diff) for r in rows],
+        "95% CI": [fmt.diff_interval(r.metric, r.ci_low, r.ci_high) + ("*" if r.ci_clipped else "")
+                   for r in rows],
+        "p": c["p"].map(fmt.p_number), "p (Holm)": c["p_holm"].map(fmt.p_number),
+        "effect": [fmt.effect(r.effect, r.effect_kind) for r in rows],
+        "Wilcoxon p": [fmt.p_number(x) if np.isfinite(x) else "" for x in c["wilcoxon_p"]],
+        "verdict": c["verdict"], "note": c["note"],
     }).reset_index(drop=True)
+
+
+def forest_rows(a: Analysis) -> pd.DataFrame:
+    """What the forest plot draws: each arm's difference to the control on the primary
+    metric with its CI (in display units: points for rates), verdict and a label."""
+    cols = ["arm", "diff", "ci_low", "ci_high", "verdict", "label"]
+    c = a.comparisons
+    if c.empty or not (c["role"] == "primary").any():
+        return pd.DataFrame(columns=cols)
+    c = c[c["role"] == "primary"].set_index("arm")
+    order = [x for x in a.arm_order if x in c.index] + [x for x in c.index if x not in a.arm_order]
+    c = c.loc[order]
+    scale, _ = stats.display_scale(a.metric)
+    labels = []
+    for r in c.itertuples():
+        if r.verdict == "no test":
+            labels.append(f"{fmt.diff(a.metric, r.diff)}: no test ({r.note})")
+        else:
+            ci = fmt.diff_interval(a.metric, r.ci_low, r.ci_high)
+            labels.append(f"{fmt.diff(a.metric, r.diff)} ({ci})\n{r.verdict}, Holm p {fmt.p_value(r.p_holm)}")
+    return pd.DataFrame({"arm": c.index, "diff": c["diff"].to_numpy() * scale,
+                         "ci_low": c["ci_low"].to_numpy() * scale, "ci_high": c["ci_high"].to_numpy() * scale,
+                         "verdict": c["verdict"].to_numpy(), "label": labels}, columns=cols)
 
 
 def power_table(a: Analysis) -> pd.DataFrame:
@@ -104,17 +170,29 @@ def power_table(a: Analysis) -> pd.DataFrame:
         c = c[(c["role"] == "primary") & (c["test"] == "paired t")]
     if c.empty:
         return _note("no paired comparison: power not computed")
-    scale, unit = stats.display_scale(a.metric)
     rows = []
     for _, r in c.iterrows():
         n = int(r["n_pairs"])
         mde = stats.min_detectable_dz(n, a.alpha)
+        power = {f"power at d_z = {d:g}": fmt.share(stats.power_paired_t(d, n, a.alpha))
+                 for d in (0.5, 1.0, 2.0)}
         rows.append({
-            "arm": r["arm"], "pairs": n,
-            **{f"power at d_z={d:g}": stats.power_paired_t(d, n, a.alpha) for d in (0.5, 1.0, 2.0)},
-            "MDE d_z (80%)": mde, f"MDE{unit or ' (metric units)'}": mde * r["sd_diff"] * scale,
+            "arm": r["arm"], "pairs": fmt.count(n), **power, "MDE d_z (80% power)": fmt.effect(mde),
+            "MDE": fmt.diff(a.metric, mde * r["sd_diff"], signed=False),
         })
     return pd.DataFrame(rows)
+
+
+def rung_table(a: Analysis) -> pd.DataFrame:
+    """Search: per rung, how many trials reached it and the best and median value there."""
+    if a.rungs.empty:
+        return _note(f"no trial has logged {a.metric} yet")
+    r = a.rungs
+    return pd.DataFrame({
+        "rung (step)": r["rung"].map(fmt.count), "trials": r["trials"].map(fmt.count),
+        "best": [fmt.value(a.metric, x) for x in r["best"]],
+        "median": [fmt.value(a.metric, x) for x in r["median"]],
+    })
 
 
 def rung_values(a: Analysis) -> pd.DataFrame:

@@ -54,16 +54,14 @@ def _one_line(err: Exception, overrides: Sequence[str]) -> str:
 
 def _schema_keys_added(overrides: Sequence[str]) -> list[str]:
     """A key the schema knows but a YAML file leaves out is added (``++key=value``), so
-    every documented key can be overridden whatever config file is selected."""
-    out = []
-    for o in overrides:
-        key = o.split("=", 1)[0]
-        out.append(
-            f"++{o}"
-            if "=" in o and key in VALID_KEYS and not key.startswith(("+", "~")) and "." in key
-            else o
-        )
-    return out
+    every documented key can be overridden whatever config file is selected. Parsed with
+    the one override grammar (``hrm_core.config.overrides``): a malformed one is one line."""
+    from hrm_core.config.overrides import parse_overrides
+
+    return [
+        f"++{o.text}" if o.kind == "set" and o.key in VALID_KEYS and "." in o.key else o.text
+        for o in parse_overrides(overrides)
+    ]
 
 
 def compose_raw(overrides: Sequence[str], config_name: str = "pretrain") -> dict[str, Any]:
@@ -72,10 +70,14 @@ def compose_raw(overrides: Sequence[str], config_name: str = "pretrain") -> dict
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
+    from hrm_core.config.defaults import register_schema
+
+    hydra_overrides = _schema_keys_added(overrides)  # before Hydra: a malformed override is one line
+    register_schema()  # the schema's defaults: the first entry of configs/pretrain.yaml's defaults
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=config_dir(), version_base=None):
-            cfg = compose(config_name=config_name, overrides=_schema_keys_added(overrides))
+            cfg = compose(config_name=config_name, overrides=hydra_overrides)
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except Exception as err:  # noqa: BLE001 - Hydra/OmegaConf raise many types; all are bad input
         raise ConfigError(_one_line(err, overrides)) from None

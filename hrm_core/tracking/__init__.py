@@ -6,7 +6,12 @@
 - ``sink``: ``MlflowSink``, the training callback of a standalone run (the CLI's, reproduce's).
 - ``probe``: is a tracking server there, within seconds; MLflow's HTTP retry budget.
 - ``spool``: ``SpoolingClient``, the sweep driver's writes kept through a server outage.
+- ``source``: MLflow's ``mlflow.user`` / ``mlflow.source.*`` tags, as its fluent API sets them.
+- ``describe``: descriptions (``mlflow.note.content``) of experiments and of a sweep's parent run.
+- ``datasets``: a run's dataset as an MLflow dataset input (name, fingerprint, split sizes).
+- ``ui``: a run's address in the MLflow UI.
 
-Torch-free at package level, and so are ``uris``, ``client``, ``writer``, ``probe`` and
-``spool`` (mlflow is imported inside functions), so that analysis can use ``uris``.
+Torch-free at package level, and so are ``uris``, ``client``, ``writer``, ``probe``,
+``spool``, ``source``, ``describe``, ``datasets`` and ``ui`` (mlflow is imported inside
+functions), so that analysis can use ``uris``, ``describe`` and ``ui``.
 """

@@ -1,8 +1,11 @@
 """The MLflow sink: the training callback that logs a standalone run (the CLI's, and
 reproduce's rerun) through one ``RunWriter``.
 
-Metrics are buffered and written in batches; a checkpoint flushes the buffer first, so
-what MLflow holds never runs ahead of the last checkpoint by more than one buffer.
+The run is created with MLflow's source tags (``hrm_core/tracking/source.py``) and gets its
+dataset as an input (``datasets.py``) and ``system/*`` metrics now and then
+(``hrm_core/observe/system.py``). Metrics are buffered and written in batches; a checkpoint
+flushes the buffer first, so what MLflow holds never runs ahead of the last checkpoint by
+more than one buffer.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 from hrm_core import names
 from hrm_core.config.schema import flatten
 from hrm_core.observe.callbacks import Callback, RunInfo
+from hrm_core.observe.system import SystemSampler, visible_gpus
 from hrm_core.tracking.client import ensure_experiment, get_client
 from hrm_core.tracking.writer import RunWriter
 
@@ -37,6 +41,7 @@ class MlflowSink(Callback):
         self.writer: RunWriter | None = None
         self._best_path: str | None = None
         self._alerts_checked = False
+        self.system: SystemSampler | None = None
 
     # The run id is kept in the run dir so that a resumed run continues its own run.
     @staticmethod
@@ -51,8 +56,11 @@ class MlflowSink(Callback):
             with open(id_file) as f:
                 self.run_id = f.read().strip() or None
         if self.run_id is None:
+            from hrm_core.tracking.source import source_tags
+
             exp_id = ensure_experiment(client, self.experiment)
-            self.run_id = client.create_run(exp_id, run_name=self.run_name, tags=self.tags).info.run_id
+            tags = {**source_tags(), **self.tags}
+            self.run_id = client.create_run(exp_id, run_name=self.run_name, tags=tags).info.run_id
             self.writer = RunWriter(client, self.run_id)
             self.writer.log_params({**flatten(info.config), "num_params": info.num_params})
             os.makedirs(info.run_dir, exist_ok=True)
@@ -63,10 +71,13 @@ class MlflowSink(Callback):
             client.update_run(self.run_id, status="RUNNING")
         tags = {names.TAG_CONFIG_HASH: info.config_hash, names.TAG_HARDWARE: info.hardware, **self.tags}
         self.writer.set_tags(tags)
-        config_file = os.path.join(info.run_dir, "config.yaml")
-        if os.path.exists(config_file):
-            self.writer.log_artifact(config_file)
+        for name in ("config.yaml", "overrides.yaml"):  # the resolved config, the overrides as typed
+            config_file = os.path.join(info.run_dir, name)
+            if os.path.exists(config_file):
+                self.writer.log_artifact(config_file)
         self.writer.log_context(info.context)
+        self.writer.log_dataset(info.context.get("dataset"))
+        self.system = SystemSampler(visible_gpus((info.context.get("hardware") or {}).get("device", "")))
 
     def _log(self, step: int, metrics: dict[str, float]) -> None:
         self.writer.add_metrics(step, metrics)
@@ -74,7 +85,7 @@ class MlflowSink(Callback):
             self.writer.flush()
 
     def on_train_metrics(self, step, metrics):
-        self._log(step, metrics)
+        self._log(step, {**metrics, **self.system.poll()} if self.system is not None else metrics)
 
     def on_eval(self, step, metrics):
         self._log(step, metrics)

@@ -4,9 +4,10 @@ Used by the CLI's ``MlflowSink`` (and so by reproduce) and by the sweep driver's
 ``MlflowTrialLogger``. It owns MLflow's batch limits (params in batches of 100, metrics in
 batches of 1000), the cleaning of values (a non-finite metric is stored as NaN, a param
 value is cut to 6000 characters, an error to 5000), the alert tags, the run context
-artifacts and the tags that end a run. The client may be an ``MlflowClient`` or the
-driver's ``SpoolingClient``: only ``log_batch``, ``set_tag`` and ``set_terminated`` write
-metrics, params and tags, so a spooled client keeps all of them through an outage.
+artifacts, the dataset input and the tags that end a run. The client may be an
+``MlflowClient`` or the driver's ``SpoolingClient``: only ``log_batch``, ``set_tag`` and
+``set_terminated`` write metrics, params and tags, so a spooled client keeps all of them
+through an outage (artifacts and the dataset input are not spooled).
 """
 
 from __future__ import annotations
@@ -99,6 +100,17 @@ class RunWriter:
 
             full = git_diff() if diff.endswith(_TRUNCATED_DIFF) else diff
             self.client.log_text(self.run_id, full, names.GIT_DIFF_ARTIFACT)
+
+    def log_dataset(self, dataset: Mapping[str, Any] | None) -> bool:
+        """The run context's ``dataset`` entry as the run's MLflow dataset input (name, fingerprint,
+        split sizes: hrm_core/tracking/datasets.py). False when there is nothing to log."""
+        from hrm_core.tracking.datasets import dataset_input
+
+        entry = dataset_input(dict(dataset) if dataset else None)
+        if entry is None:
+            return False
+        self.client.log_inputs(self.run_id, datasets=[entry])
+        return True
 
     # -- the end -------------------------------------------------------------------------------
     def end(self, outcome: str, *, alerts_checked: bool, error: str | None = None) -> None:

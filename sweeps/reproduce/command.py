@@ -81,8 +81,8 @@ def add_parser(sub) -> None:
                    help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the embedded store)")
     p.add_argument("--out", help="checkpoint folder of the rerun (default: checkpoints/reproduce/<run_id>/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="change a key of the recorded config, e.g. --set seed=1 (reported as a difference); "
-                   "repeatable")
+                   help="change a key of the recorded config, e.g. --set seed=1 --set 'arch.hidden_size=128' "
+                   "(reported as a difference); repeatable; the override grammar of pretrain and sweeps")
     p.add_argument("--data-dir",
                    help="where to rebuild a missing dataset "
                    "(default: its recorded path, else the project's data/)")

@@ -58,29 +58,36 @@ def make_plan(original: Original, *, device: str | None, out: str | None, sets: 
 
 
 def apply_sets(config: dict, sets: list[str]) -> tuple[dict, set[str]]:
-    """``KEY=VALUE`` overrides (YAML values) on the recorded config dict."""
-    import yaml
-
-    from hrm_core.config.schema import VALID_KEYS
+    """``--set`` overrides on the recorded config dict, in the one override grammar
+    (``hrm_core.config.overrides``: Hydra's values, lists, nested keys, quoting)."""
+    from hrm_core.config.overrides import parse_overrides
+    from hrm_core.config.schema import VALID_KEYS, flatten
     from hrm_core.errors import unknown_key_message
 
+    sections = {k.rsplit(".", 1)[0] for k in VALID_KEYS if "." in k}
     config = copy.deepcopy(config)
     keys = set()
-    for item in sets:
-        if "=" not in item:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set seed=1")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        if key not in VALID_KEYS:
-            raise UserError(unknown_key_message(key, VALID_KEYS, where="--set"))
+    for o in parse_overrides(sets, where="--set"):
+        if o.delete:
+            raise UserError(f"--set {o.text!r}: deleting a key is not supported; "
+                            f"set it, e.g. --set {o.key}=null")
+        if o.key not in VALID_KEYS:
+            raise UserError(unknown_key_message(o.key, VALID_KEYS, where="--set"))
+        if o.key in sections and not isinstance(o.value, dict):
+            raise UserError(f"--set {o.text!r}: '{o.key}' is a section of the recorded config, not a config "
+                            f"group to swap; set its keys (--set {o.key}.<key>=...) or a mapping")
         node = config
-        *parents, leaf = key.split(".")
+        *parents, leaf = o.key.split(".")
         for p in parents:
             if not isinstance(node.get(p), dict):
                 node[p] = {}
             node = node[p]
-        node[leaf] = yaml.safe_load(raw)
-        keys.add(key)
+        if isinstance(o.value, dict) and isinstance(node.get(leaf), dict):
+            node[leaf] = {**node[leaf], **o.value}  # a mapping merges into a section, as in Hydra
+            keys |= {f"{o.key}.{k}" for k in flatten(o.value)}
+        else:
+            node[leaf] = copy.deepcopy(o.value)
+        keys.add(o.key)
     return config, keys
 
 

@@ -413,7 +413,8 @@ def _experiment(client, sweep: str, artifact_root: str | None) -> str:
     if exp is not None:
         return exp.experiment_id
     location = f"file://{os.path.join(artifact_root, names.safe_name(sweep))}" if artifact_root else None
-    return client.create_experiment(names.experiment_name(sweep), artifact_location=location)
+    kind = {names.TAG_MLFLOW_EXPERIMENT_KIND: names.EXPERIMENT_KIND}  # as the engine's ensure_experiment
+    return client.create_experiment(names.experiment_name(sweep), artifact_location=location, tags=kind)
 
 
 def _parent(client, exp_id: str, sweep: Sweep, status: str = "finished") -> str:
@@ -427,6 +428,11 @@ def _parent(client, exp_id: str, sweep: Sweep, status: str = "finished") -> str:
     }
     run = client.create_run(exp_id, run_name=names.parent_run_name(sweep.name), tags=tags)
     return run.info.run_id
+
+
+def _run_name(sweep: Sweep, trial: Trial) -> str:
+    """As the engine names a trial's run: ``<arm>/seed<k>``, or a search trial's params."""
+    return names.ablation_run_name(trial.arm, trial.seed) if sweep.kind == "ablation" else trial.arm
 
 
 def _child_tags(sweep: Sweep, trial: Trial, parent_id: str) -> dict[str, str]:
@@ -460,7 +466,7 @@ def write_sweep(
     for trial in sweep.trials:
         run = client.create_run(
             exp_id,
-            run_name=names.child_run_name(sweep.name, trial.trial_id),
+            run_name=_run_name(sweep, trial),
             tags=_child_tags(sweep, trial, parent_id),
         )
         rid = run.info.run_id
@@ -507,7 +513,7 @@ def write_sweep_bulk(tracking_uri: str, sweep: Sweep, artifact_root: str | None 
     runs, tags, params, metrics, latest = [], [], [], [], []
     for trial in sweep.trials:
         rid = uuid.uuid4().hex
-        run_name = names.child_run_name(sweep.name, trial.trial_id)
+        run_name = _run_name(sweep, trial)
         status = names.OUTCOME_STATUS[trial.outcome]
         runs.append(
             (
