@@ -11,7 +11,6 @@ search yet, a study file that is gone, optuna-dashboard not installed) print one
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import shutil
@@ -19,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.cli_args import OneLineParser
 from analysis.loading import AnalysisError, default_tracking_uri, open_client
 from hrm_core import names
 
@@ -93,14 +93,8 @@ def command(target: Target, port: int = DEFAULT_PORT) -> list[str]:
     return [exe, target.storage, "--host", HOST, "--port", str(port), "--server", "wsgiref"]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _parser() -> _Parser:
-    p = _Parser(prog="python -m analysis.dashboard",
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog="python -m analysis.dashboard",
                 description="Serve the Optuna study of the latest search invocation with optuna-dashboard.")
     p.add_argument("sweep", nargs="?", help="sweep name (default: the latest search of any sweep)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on {HOST} (default {DEFAULT_PORT})")

@@ -9,19 +9,14 @@ import logging
 import sys
 
 from analysis import stats
+from analysis.cli_args import OneLineParser
 from analysis.loading import AnalysisError
 from analysis.report.build import build_report
 from analysis.report.links import DEFAULT_UI_URL
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, like every other bad request
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _parser() -> _Parser:
-    p = _Parser(prog="python -m analysis.report",
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog="python -m analysis.report",
                 description="Report an ablation or search sweep from MLflow.")
     p.add_argument("sweep", nargs="?", help="sweep name (its latest invocation with trials)")
     p.add_argument("--parent-run", help="the parent run id of one sweep invocation")
