@@ -104,21 +104,23 @@ class LiveTable:
     def table(self, p: SweepProgress) -> Table:
         height = max(5, self.console.size.height - 6)
         rows, hidden = _visible(p, height)
+        now = self.clock()
+        cells = [_cells(row, now) for row in rows]
+        header, bar_width = _fit(self.console.size.width, p.objective, cells)
         table = Table(title=_title(p), title_justify="left", box=box.SIMPLE_HEAD, caption=hidden or None,
                       caption_justify="left")
-        table.add_column("trial", overflow="ellipsis", max_width=48, no_wrap=True)
-        table.add_column("progress", no_wrap=True)
+        table.add_column("trial", overflow="ellipsis", max_width=LABEL_MAX, no_wrap=True)
+        if bar_width:
+            table.add_column("progress", no_wrap=True)
         table.add_column("step", justify="right", no_wrap=True)
-        table.add_column(p.objective, justify="right", no_wrap=True)
+        table.add_column(header, justify="right", no_wrap=True)
         table.add_column("outcome", no_wrap=True)
         table.add_column("time", justify="right", no_wrap=True)
-        now = self.clock()
-        for row in rows:
-            bar = ProgressBar(total=max(row.total, 1), completed=min(row.step, row.total or 0), width=24,
-                              pulse=row.status == RUNNING and not row.total)
-            took = (row.ended or now) - row.started if row.started is not None else None
-            table.add_row(row.label, bar, f"{row.step}/{row.total or '?'}", fmt_value(row.objective),
-                          Text(row.status, style=STYLES.get(row.status, "dim")), fmt_duration(took))
+        for row, (label, step, value, outcome, took) in zip(rows, cells, strict=True):
+            bar = [ProgressBar(total=max(row.total, 1), completed=min(row.step, row.total or 0),
+                               width=bar_width, pulse=row.status == RUNNING and not row.total)]
+            status = Text(outcome, style=STYLES.get(outcome, "dim"))
+            table.add_row(label, *(bar if bar_width else []), step, value, status, took)
         return table
 
     def summary(self, p, summary: dict, report: str | None, url: str) -> None:
@@ -130,6 +132,35 @@ class LiveTable:
                 self.live.update(self.table(self.progress), refresh=True)  # the last state stays
             self.live.stop()
             self.live = None
+
+
+LABEL_MAX = 40  # the trial column's widest
+BAR_MAX, BAR_MIN = 24, 6  # the progress bar's width: what the terminal leaves, or none below BAR_MIN
+
+
+def _cells(row: TrialRow, now: float) -> tuple[str, str, str, str, str]:
+    """A row's text cells: label, step / total, objective, outcome, time."""
+    took = (row.ended or now) - row.started if row.started is not None else None
+    return (row.label, f"{row.step}/{row.total or '?'}", fmt_value(row.objective), row.status,
+            fmt_duration(took))
+
+
+def _fit(width: int, objective: str, cells: list[tuple[str, ...]]) -> tuple[str, int]:
+    """The objective's header and the bar's width, so that the trial labels, the steps and the
+    values stay whole on a narrow terminal: the bar shrinks first (and goes), then the header
+    drops its split prefix (``eval/exact_accuracy`` -> ``exact_accuracy``)."""
+    header = objective
+
+    def need(head: str) -> int:
+        heads = ("trial", "step", head, "outcome", "time")
+        widths = [max(len(x) for x in (h, *(c[i] for c in cells))) for i, h in enumerate(heads)]
+        widths[0] = min(widths[0], LABEL_MAX)
+        return sum(widths) + 3 * 6 + 1  # SIMPLE_HEAD: a space each side of a cell, one between cells
+
+    if width - need(header) < BAR_MIN and "/" in header:
+        header = header.rsplit("/", 1)[-1]
+    left = width - need(header) - 2  # a margin; with the bar's column (its padding and divider) counted
+    return header, min(BAR_MAX, left) if left >= BAR_MIN else 0
 
 
 def _visible(p: SweepProgress, limit: int) -> tuple[list[TrialRow], str]:

@@ -153,3 +153,31 @@ def test_a_log_gets_one_plain_line_per_event_at_a_bounded_rate():
     # 30 steps in 30 s; 70 + 100 to go
     assert progress[0].endswith("eval/exact_accuracy=- (0/2 done, ETA 0:02:50)"), progress[0]
     assert lines[-1] == "[0:01:30] a/seed0 completed"
+
+
+@pytest.mark.parametrize("width", [80, 150])
+def test_a_narrow_terminal_keeps_labels_steps_and_values_whole(width):
+    """At 80 columns the bar gives way first: every trial's arm and seed, its step / total and
+    its objective are printed whole; at 150 the bar is there too."""
+    import io
+
+    from rich.console import Console
+
+    from sweeps.progress import SweepProgress
+    from sweeps.progress_view import LiveTable
+
+    out = io.StringIO()
+    console = Console(file=out, width=width, height=40, force_terminal=True, color_system=None)
+    p = SweepProgress("feudal_weight", "eval/exact_accuracy", planned=3, default_total=1200, clock=lambda: 5.0)
+    for i, arm in enumerate(("head_off", "weight_0.03", "weight_0.3")):
+        p.add(f"t{i}", f"{arm}/seed{i}")
+        p.start(f"t{i}")
+        p.advance(f"t{i}", 1000 + i)
+    p.score("t2", 0.4375)
+    console.print(LiveTable(console, clock=lambda: 5.0).table(p))
+    text = out.getvalue()
+    for i, arm in enumerate(("head_off", "weight_0.03", "weight_0.3")):
+        assert f"{arm}/seed{i}" in text and f"{1000 + i}/1200" in text
+    assert "0.4375" in text and "…" not in text
+    assert ("━" in text) == (width == 150)
+    assert all(len(line) <= width for line in text.splitlines())

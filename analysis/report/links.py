@@ -11,11 +11,12 @@ import pandas as pd
 
 from analysis.loading import SweepInfo
 from analysis.report import fmt
+from hrm_core.tracking import ui
 
 if TYPE_CHECKING:
     from analysis.report.sweep_analysis import Analysis
 
-DEFAULT_UI_URL = "http://127.0.0.1:5000"
+DEFAULT_UI_URL = ui.DEFAULT_UI_URL
 REPRODUCE_COMMAND = "python -m sweeps reproduce {run_id}"
 
 
@@ -26,8 +27,7 @@ def reproduce_command(run_id: str) -> str:
 
 def run_url(info: SweepInfo, run_id: str, ui_url: str = DEFAULT_UI_URL) -> str:
     """The MLflow UI page of a run (the tracking server itself when it is one)."""
-    base = info.tracking_uri if info.tracking_uri.startswith(("http://", "https://")) else ui_url
-    return f"{base.rstrip('/')}/#/experiments/{info.experiment_id}/runs/{run_id}"
+    return ui.run_url(info.tracking_uri, info.experiment_id, run_id, ui_url)
 
 
 def _link(info: SweepInfo, run_id: str, text: str, ui_url: str) -> str:
