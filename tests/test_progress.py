@@ -168,7 +168,8 @@ def test_a_narrow_terminal_keeps_labels_steps_and_values_whole(width):
 
     out = io.StringIO()
     console = Console(file=out, width=width, height=40, force_terminal=True, color_system=None)
-    p = SweepProgress("feudal_weight", "eval/exact_accuracy", planned=3, default_total=1200, clock=lambda: 5.0)
+    p = SweepProgress("feudal_weight", "eval/exact_accuracy", planned=3, default_total=1200,
+                      clock=lambda: 5.0)
     for i, arm in enumerate(("head_off", "weight_0.03", "weight_0.3")):
         p.add(f"t{i}", f"{arm}/seed{i}")
         p.start(f"t{i}")
