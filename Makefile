@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 .PHONY: help install test test-fast test-gpu lint train-demo summary benchmark-throughput benchmark-reference benchmark-learning clean \
 	sweep-gate-bias sweep-gate-hidden-ratio sweep-feudal-weight sweep-manager-period sweep-halt-steps \
-	sweep-curriculum ablate-gating sweep-list mlflow-ui report optuna-dashboard
+	sweep-curriculum ablate-gating sweep-list sweep-prune mlflow-ui report optuna-dashboard benchmark-gpu calibrate-scale
 
 SCALE ?= cpu
 # Overrides of every sweep target, over the sweep file and its scale (README "Sweeps"): sweep keys and
@@ -63,6 +63,13 @@ benchmark-reference: $(STAMP) ## The reference HRM's own train step beside ours;
 benchmark-learning: $(STAMP) ## Held-out exact accuracy over 150 s on 4x4 Sudoku
 	$(PY) benchmarks/learning_sudoku4.py
 
+benchmark-gpu: $(STAMP) ## hrm_v1 on one CUDA GPU: s/step, MFU, each kernel's gain, largest batch, shared GPU (< 5 min)
+	$(PY) benchmarks/gpu.py
+
+calibrate-scale: $(STAMP) ## Is a sweep's scale informative? make calibrate-scale SWEEP=feudal_weight [SCALE=cpu]
+	@test -n "$(SWEEP)" || { echo "usage: make calibrate-scale SWEEP=<sweep name> [SCALE=cpu]" >&2; exit 2; }
+	$(PY) benchmarks/calibrate_scale.py $(SWEEP) --scale $(SCALE) $(SWEEP_ARGS)
+
 sweep-gate-bias: $(STAMP) ## Search the gate init bias (Optuna TPE + ASHA); SCALE=smoke|cpu|gpu
 	$(PY) -m sweeps run gate_bias --scale $(SCALE) $(SWEEP_ARGS)
 
@@ -85,13 +92,19 @@ ablate-gating: $(STAMP) ## Gated vs ungated x seeds, plus gate-bias arms, then t
 	$(PY) sweeps/ablate_gating.py --scale $(SCALE) $(SWEEP_ARGS)
 
 SWEEP ?=
-report: $(STAMP) ## Report of a sweep from MLflow: make report SWEEP=feudal_weight (or PARENT=<run id>)
-	@if [ -n "$(PARENT)" ]; then $(PY) -m analysis.report --parent-run $(PARENT); \
-	elif [ -n "$(SWEEP)" ]; then $(PY) -m analysis.report $(SWEEP); \
+REPORT_SEEDS = $(if $(MIN_SEEDS),--min-seeds $(MIN_SEEDS)) $(if $(MAX_SEEDS),--max-seeds $(MAX_SEEDS))
+report: $(STAMP) ## Report of a sweep from MLflow: make report SWEEP=feudal_weight [MIN_SEEDS=3 MAX_SEEDS=10]
+	@if [ -n "$(PARENT)" ]; then $(PY) -m analysis.report --parent-run $(PARENT) $(REPORT_SEEDS); \
+	elif [ -n "$(SWEEP)" ]; then $(PY) -m analysis.report $(SWEEP) $(REPORT_SEEDS); \
 	else echo "usage: make report SWEEP=<sweep name> | PARENT=<parent run id>"; exit 2; fi
 
-sweep-list: $(STAMP) ## Sweeps and their invocations with status
+sweep-list: $(STAMP) ## Sweeps and their invocations with status and disk footprint
 	$(PY) -m sweeps list
+
+KEEP ?= none
+sweep-prune: $(STAMP) ## Free a finished invocation's checkpoints: make sweep-prune SWEEP=<name> [KEEP=none|last|best]
+	@test -n "$(SWEEP)" || { echo "usage: make sweep-prune SWEEP=<sweep name> [KEEP=none|last|best]" >&2; exit 2; }
+	$(PY) -m sweeps prune $(SWEEP) --keep $(KEEP)
 
 MLFLOW_PORT ?= 5000
 mlflow-ui: $(STAMP) ## MLflow UI on the embedded store (or MLFLOW_TRACKING_URI), http://127.0.0.1:$(MLFLOW_PORT)

@@ -61,6 +61,19 @@ def study_importances(study, objective_index: int = 0) -> tuple[dict[str, float]
     return {k: float(v) for k, v in imp.items()}, how
 
 
+def guard(n_params: int, n_trials: int) -> str:
+    """Why importances would mislead here ('' when they would not): one searched parameter
+    gets all of the variance, noise included (fANOVA gives 1.0 on pure noise), and fewer
+    than 2 trials per parameter cannot separate them."""
+    if n_params < 2:
+        return (f"{n_params} searched parameter{'s' if n_params != 1 else ''}: importance needs at least two "
+                "(with one, it is 1.0 even on pure noise)")
+    if n_trials < 2 * n_params:
+        return (f"{n_trials} trials with a value for {n_params} searched parameters: importance needs at "
+                f"least {2 * n_params} (2 per parameter)")
+    return ""
+
+
 def rank_importances(params: pd.DataFrame, values: pd.Series) -> dict[str, float]:
     """Fallback importance: |Spearman rho| between each parameter and the value (trials
     compared at one rung). Categorical parameters use their category codes."""

@@ -70,6 +70,13 @@ class SweepInfo:
     start_time: float = math.nan
     parent_tags: dict[str, str] = field(default_factory=dict)
     parent_metrics: dict[str, float] = field(default_factory=dict)  # e.g. the compute/sweep_* totals
+    # the verdict plan, from the invocation's sweep_resolved.json (these defaults when a key is missing)
+    comparisons: list[dict] = field(default_factory=list)  # {arm, reference, label}; [] = each arm vs control
+    failure_value: float | None = None
+    min_seeds: int = 3
+    max_seeds: int = 10
+    equivalence_margin: float | None = None
+    plan_defaults: list[str] = field(default_factory=list)  # the keys the invocation did not record
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,7 +110,7 @@ def _info_from_parent(client, uri: str, parent) -> SweepInfo:
     tags = dict(parent.data.tags)
     exp = client.get_experiment(parent.info.experiment_id)
     sweep = tags.get(names.TAG_SWEEP) or exp.name.removeprefix(names.EXPERIMENT_PREFIX)
-    return SweepInfo(
+    info = SweepInfo(
         tracking_uri=uri,
         experiment_id=parent.info.experiment_id,
         experiment_name=exp.name,
@@ -121,6 +128,43 @@ def _info_from_parent(client, uri: str, parent) -> SweepInfo:
         parent_tags=tags,
         parent_metrics=dict(parent.data.metrics),
     )
+    _read_plan(client, info)
+    return info
+
+
+PLAN_KEYS = ("comparisons", "failure_value", "min_seeds", "max_seeds", "equivalence_margin")
+
+
+def _read_plan(client, info: SweepInfo) -> None:
+    """The verdict keys of the invocation's resolved sweep file; a key it lacks (an older
+    invocation) keeps its default and is named in ``plan_defaults``."""
+    import json
+
+    from hrm_core.tracking.client import read_text_artifact
+
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no progress bar in a report's output
+    try:
+        resolved = json.loads(read_text_artifact(client, info.parent_run_id, "sweep_resolved.json"))
+    except Exception:  # noqa: BLE001 - no artifact (runs from other tools, old invocations): defaults
+        resolved = {}
+    finally:
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
+    resolved = resolved if isinstance(resolved, dict) else {}
+    for key in PLAN_KEYS:
+        value = resolved.get(key)
+        if key not in resolved:
+            info.plan_defaults.append(key)
+        if value is None:
+            continue
+        if key == "comparisons":
+            info.comparisons = [{"arm": str(c["arm"]), "reference": str(c["reference"]),
+                                 "label": c.get("label") or ""} for c in value]
+        else:
+            setattr(info, key, int(value) if key.endswith("seeds") else float(value))
 
 
 def _child_runs(client, experiment_id: str, parent_id: str) -> list:
@@ -211,6 +255,21 @@ def _coerce(col: pd.Series) -> pd.Series:
     return pd.to_numeric(col, errors="coerce") if converted.notna().all() else col
 
 
+def _split_size(run, split: str) -> float:
+    """Examples in a split of the run's dataset, from its dataset input (the profile logged
+    by ``hrm_core.tracking.datasets``); NaN when the run logged none."""
+    import json
+
+    for inp in getattr(getattr(run, "inputs", None), "dataset_inputs", None) or []:
+        try:
+            size = json.loads(inp.dataset.profile or "{}").get(f"{split}_examples")
+        except (ValueError, AttributeError):
+            continue
+        if size:
+            return float(size)
+    return math.nan
+
+
 def runs_frame(runs: Sequence) -> pd.DataFrame:
     """Tidy frame, one row per run: core columns then ``params.*``, ``tags.*``, ``metrics.*``
     (the final = latest-step value of each metric)."""
@@ -233,6 +292,8 @@ def runs_frame(runs: Sequence) -> pd.DataFrame:
             "start_time": pd.to_datetime(start, unit="ms", utc=True) if start else pd.NaT,
             "end_time": pd.to_datetime(end, unit="ms", utc=True) if end else pd.NaT,
             "duration_s": (end - start) / 1000.0 if start and end else math.nan,
+            "test_size": _split_size(r, "test"),
+            "val_size": _split_size(r, "val"),
         }
         row.update({f"params.{k}": v for k, v in r.data.params.items()})
         row.update({f"tags.{k}": v for k, v in tags.items()})

@@ -90,7 +90,8 @@ plt.rcParams["figure.dpi"] = 90
 
 info, runs = loading.load_sweep(parent_run=PARENT_RUN_ID, tracking_uri=TRACKING_URI)
 history = loading.load_history(runs, history_metrics(runs, METRIC or info.objective))
-A = analyse(info, runs, history, metric=METRIC, mode=MODE, alpha=ALPHA, ci_method=CI_METHOD, target=TARGET)
+A = analyse(info, runs, history, metric=METRIC, mode=MODE, alpha=ALPHA, ci_method=CI_METHOD, target=TARGET,
+            min_seeds=globals().get("MIN_SEEDS"), max_seeds=globals().get("MAX_SEEDS"))
 control = f", control {A.control}" if A.control else ""
 display(Markdown(f"<small>Loaded {len(runs):,} runs and {len(history):,} history rows; primary metric "
                  f"`{A.metric}` ({A.mode}){control}.</small>"))"""
@@ -98,9 +99,9 @@ display(Markdown(f"<small>Loaded {len(runs):,} runs and {len(history):,} history
 SECTIONS: list[Section] = [
     Section(
         "Effects",
-        "Each arm's difference to the control on the primary metric at the end of the budget, with its "
-        "95% CI; colour = verdict after Holm correction (green better, red worse, grey no detectable "
-        "difference, hollow no test).",
+        "Each declared comparison's paired difference (intention to treat) on the primary metric at the "
+        "end of the budget, with its family-level 95% CI; colour = verdict (green beats, red worse, blue "
+        "equivalent, grey no detectable difference, hollow inconclusive, incomplete or no test).",
         [
             "plots.show(plots.forest(tables.forest_rows(A), A.metric, A.control),\n"
             "           f'Nothing to compare yet: no two arms with {A.metric}.')",
@@ -110,7 +111,9 @@ SECTIONS: list[Section] = [
     Section(
         "Overview",
         "The sweep as its parent run records it, and every run by outcome. Runs that failed, "
-        "diverged or were stopped early are counted here and listed below; they are not in the statistics.",
+        "diverged or were stopped early are counted here and listed below; they are not in the per-arm "
+        "summaries. In an ablation's verdicts a diverged run counts at its failure value, and a failed "
+        "or killed one leaves its pair missing.",
         [
             "tables.show(tables.overview_table(A))",
             "tables.show(tables.counts_table(A))",
@@ -121,7 +124,9 @@ SECTIONS: list[Section] = [
     Section(
         "Leaderboard",
         "Each run's value is its metric **at the end of its fixed budget**, never its best over evals "
-        "(taking the best inflates results). Searches rank trials at the same rung, as ASHA does.",
+        "(taking the best inflates results). Searches rank trials at the same rung, as ASHA does. An "
+        "ablation's *mean − control* is the difference of the arms' means over their completed runs; the "
+        "verdicts' difference (Statistics) is the paired intention-to-treat one, a different number.",
         [
             "tables.show(tables.leaderboard_table(A))",
             "if A.kind == 'search':\n    tables.show(tables.rung_table(A))\n"
@@ -130,10 +135,15 @@ SECTIONS: list[Section] = [
     ),
     Section(
         "Statistics",
-        "Every arm against the control. Shared seeds: paired t-test (primary), Wilcoxon signed-rank only "
-        "with >= 6 pairs (with 5 its smallest two-sided p is 0.0625); unshared seeds: Welch's t-test. "
-        "Holm correction across arms on the primary metric; other metrics are **exploratory**. "
-        "CIs: t-interval (n < 10), or a seeded BCa bootstrap with `CI_METHOD = 'bca'` and n >= 10.",
+        "The declared comparisons (default: every arm against the control) on the primary metric: paired "
+        "intention-to-treat differences, a paired t-test and the exact sign-flip test against this look's "
+        "group-sequential boundary, Holm step-down over the family (α split Bonferroni-wise, spent per "
+        "comparison by O'Brien–Fleming over n / N_max), the completed-runs-only check, family-level "
+        "(Bonferroni-simultaneous, repeated after more than one look) 95% intervals and d_z. The "
+        "leaderboard's *mean − control* is the difference of the arms' completed-run means, not this "
+        "paired difference. Other metrics are **exploratory**: paired t (Wilcoxon from 6 pairs) or Welch, "
+        "Holm within the metric, no verdict; their CIs are t-intervals (or BCa with `CI_METHOD = 'bca'`, "
+        "n >= 10).",
         [
             "tables.show(tables.comparison_table(A, 'primary'))",
             "tables.show(tables.comparison_table(A, 'exploratory'))",
@@ -146,8 +156,9 @@ SECTIONS: list[Section] = [
         "Learning curves: mean over seeds per arm with a 95% t-interval band (completed runs); "
         "final values per run; accuracy against ACT steps.",
         [
-            "plots.show(plots.learning_curves(history, A.metric, control=A.control),\n"
-            "           f'No run has logged {A.metric} yet.')",
+            "curve = names.watched(set(history.get('key', [])), A.metric)  # val/* when logged\n"
+            "plots.show(plots.learning_curves(history, curve, control=A.control),\n"
+            "           f'No run has logged {curve} yet.')",
             "plots.show(plots.learning_curves(history, names.TRAIN_LM_LOSS, control=A.control),\n"
             "           'No training loss logged.')",
             "plots.show(plots.final_values(A.values, A.metric, A.arm_order, A.control),\n"
@@ -185,7 +196,8 @@ SECTIONS: list[Section] = [
             "    plots.show(study_plots.pareto_front(A.trials),\n"
             "               'No trial has finished with both objectives.')",
             "plots.show(plots.param_importance(A.importances, A.importance_method),\n"
-            "           'No parameter importances.')",
+            "           A.importance_method if not A.importances and A.importance_method\n"
+            "           else 'No parameter importances.')",
             "plots.show(plots.parallel_coordinates(\n"
             "    A.board_runs, A.search_params, A.board_runs.get('value_at_common_rung'), A.metric, A.mode,\n"
             "    f'{A.metric} at step {A.common_rung}, which every trial reached'),\n"

@@ -23,8 +23,9 @@ from hrm_core import names
 CONF = 0.95
 MAX_LINES = 6  # more groups than this in one axis: small multiples instead
 _EXCLUDED_COLOR = "tab:red"
-VERDICT_COLORS = {"better": "tab:green", "worse": "tab:red", "no detectable difference": "0.35",
-                  "no test": "0.6"}
+VERDICT_COLORS = {"better": "tab:green", "beats": "tab:green", "worse": "tab:red", "equivalent": "tab:blue",
+                  "no detectable difference": "0.35", "no test": "0.6", "inconclusive": "0.6",
+                  "incomplete": "0.6"}
 
 
 def _colors(keys: Sequence[str]) -> dict[str, tuple]:
@@ -541,16 +542,16 @@ def forest(rows: pd.DataFrame, metric: str, control: str = "") -> Figure | None:
         color = VERDICT_COLORS.get(r.verdict, "0.35")
         if np.isfinite(r.ci_low) and np.isfinite(r.ci_high):
             ax.hlines(y, r.ci_low, r.ci_high, color=color, lw=2.2)
-        hollow = r.verdict == "no test"
+        hollow = r.verdict in ("no test", "inconclusive", "incomplete")
         ax.plot(r.diff, y, "o" if hollow else "D", ms=7, color=color, mfc="white" if hollow else color)
         ax.annotate(r.label, (1.02, y), xycoords=("axes fraction", "data"), va="center", fontsize=8,
-                    color=color if r.verdict in ("better", "worse") else "0.2")
+                    color=color if r.verdict in ("better", "beats", "worse") else "0.2")
     ax.axvline(0.0, color="0.3", ls="--", lw=1)
     ax.set_yticks(ys, rows["arm"], fontsize=9)
     ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlabel(f"{metric}: arm − {control or 'control'}" + (f" ({unit.strip()})" if unit else ""))
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(f"Effect of each arm vs {control or 'the control'} (95% CI; colour = verdict after Holm)",
+    ax.set_title(f"Effect of each arm vs {control or 'the control'} (family-level 95% CI; colour = verdict)",
                  fontsize=10)
     fig.tight_layout()
     fig.subplots_adjust(right=0.64)

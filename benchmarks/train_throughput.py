@@ -30,7 +30,7 @@ from hrm_core.config.schema import ArchConfig  # noqa: E402
 from hrm_core.model.hrm import ModelDims, build_model  # noqa: E402
 from hrm_core.observe.flops import count_flops  # noqa: E402
 from hrm_core.train.hardware import cpu_has_native_bf16, describe, resolve_low_precision_gemm  # noqa: E402
-from hrm_core.train.optim import SparseSignSGD, make_adam_atan2  # noqa: E402
+from hrm_core.train.optim import AdamATan2, SparseSignSGD, make_adam_atan2  # noqa: E402
 
 ARCHS = {
     "hrm_v1": (dict(), 8),
@@ -62,22 +62,30 @@ def sudoku_batch(batch_size: int, device: torch.device) -> dict[str, torch.Tenso
 
 
 def make_step(
-    arch_name: str, dtype: str, mode: str, device: torch.device, gemm: str, batch_size: int | None = None
+    arch_name: str, dtype: str, mode: str, device: torch.device, gemm: str, batch_size: int | None = None,
+    flash: bool | None = None, fused_adam: bool = True,
 ):
-    """Our train step on a random Sudoku-shaped batch: (step function, its matmul FLOPs, batch size)."""
+    """Our train step on a random Sudoku-shaped batch: (step function, its matmul FLOPs, batch size).
+
+    ``flash``: flash-attn (default: on CUDA) or SDPA; ``fused_adam=False``: the pure-torch
+    AdamATan2 even where the fused CUDA kernel is installed (benchmarks/gpu.py compares them)."""
     overrides, default_batch = ARCHS[arch_name]
     batch_size = batch_size or default_batch
     arch = ArchConfig(**overrides, forward_dtype=dtype)
     torch.manual_seed(0)
     with torch.device(device):
         model = build_model(arch, ModelDims(11, 81, 1)).train()
-    model.model.configure_kernels(flash_attention=device.type == "cuda", upcast_low_precision=gemm == "fp32")
+    flash = device.type == "cuda" if flash is None else flash
+    model.model.configure_kernels(flash_attention=flash, upcast_low_precision=gemm == "fp32")
     if mode == "compile":
         model.model.compile_inner()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt, _ = make_adam_atan2(
-        params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, device=device, compile=mode == "compile"
-    )
+    if fused_adam:
+        opt, _ = make_adam_atan2(
+            params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, device=device, compile=mode == "compile"
+        )
+    else:
+        opt = AdamATan2(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, compile=mode == "compile")
     emb_opt = SparseSignSGD(model.model.inner.puzzle_emb, lr=1e-2, weight_decay=0.1)
     batch = sudoku_batch(batch_size, device)
     carry = model.initial_carry(batch)

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 
 # --- metrics ---------------------------------------------------------------------
 TRAIN = "train"
-EVAL = "eval"
+EVAL = "eval"  # the test split: logged at every eval step without a val split, else at the final step only
+VAL = "val"  # the validation split (a dataset built with val_size > 0): logged at every eval step
 
 # Per-split metric names, exactly as the reference HRM reports them.
 LM_LOSS = "lm_loss"
@@ -41,6 +42,27 @@ EVAL_ACCURACY = metric(EVAL, ACCURACY)
 EVAL_STEPS = metric(EVAL, STEPS)
 EVAL_LM_LOSS = metric(EVAL, LM_LOSS)
 TRAIN_LM_LOSS = metric(TRAIN, LM_LOSS)
+VAL_EXACT_ACCURACY = metric(VAL, EXACT_ACCURACY)
+VAL_STEPS = metric(VAL, STEPS)
+VAL_LM_LOSS = metric(VAL, LM_LOSS)
+VAL_SIZE_KEY = "val_size"  # the builders' flag (--val-size) and data-recipe key that carves the val split
+
+
+def on_split(key: str, split: str) -> str:
+    """An ``eval/*`` or ``val/*`` metric's name on ``split``: ``on_split("eval/steps", "val")
+    -> "val/steps"`` (diag halting keys too); other keys are returned unchanged."""
+    for old in (EVAL, VAL):
+        for prefix in (f"{old}/", f"{DIAG_PREFIX}halt_steps/{old}/"):
+            if key.startswith(prefix):
+                return prefix.replace(old, split, 1) + key[len(prefix):]
+    return key
+
+
+def watched(metrics, key: str) -> str:
+    """The key training watches for ``key`` (an eval/* metric: alerts, the best checkpoint) in
+    an eval record: its val/* counterpart when the record has it, else ``key`` itself."""
+    val = on_split(key, VAL)
+    return val if val in metrics else key
 
 # Variant and bookkeeping namespaces.
 GATE_PREFIX = "gate/"
@@ -121,6 +143,7 @@ TAG_HARDWARE = "hrm.hardware"  # the device, its kernels and the dtype path a ru
 TAG_ERROR = "hrm.error"  # a failed run's error, cut to 5000 characters
 TAG_ERROR_FILE = "hrm.error_file"  # the error file Tune wrote for a failed trial
 TAG_GPU_IDS = "hrm.gpu_ids"  # the GPU ids Ray assigned to the trial (its workers, with DDP)
+TAG_RAY_NODE = "hrm.ray_node"  # the Ray node id the trial ran on (its driver process, with DDP)
 TAG_WORKERS = "hrm.workers"  # DDP world size of the trial
 TAG_ALERT_PREFIX = "hrm.alert."  # hrm.alert.<rule> = "step <n>: <message>" (first firing)
 ALERT_RULES = (
@@ -150,6 +173,19 @@ TAG_SCALE = "hrm.scale"  # the scale preset it ran at (resume and extend reuse i
 TAG_SWEEP_OVERRIDES = "hrm.sweep_overrides"  # JSON list of the command-line overrides (re-applied)
 TAG_TUNE_PATH = "hrm.tune_path"  # the Tune experiment folder that resume restores
 TAG_EXTENSIONS = "hrm.extensions"  # how many times the invocation was extended
+# on a parent run whose checkpoints `python -m sweeps prune` freed: "keep=<none|last|best>; freed ...; at ..."
+TAG_PRUNED = "hrm.pruned"
+# --until-decided: why it stopped adding seeds ("decided" | "max_seeds" | "interrupted"), and its plan
+TAG_STOP_REASON = "hrm.stop_reason"
+TAG_UNTIL_DECIDED = "hrm.until_decided"  # JSON {"round": K, "max_seeds": N} while rounds are planned
+STOP_DECIDED, STOP_MAX_SEEDS, STOP_INTERRUPTED = "decided", "max_seeds", "interrupted"
+# A search's confirmation stage: its child runs carry hrm.stage=confirm (search trials carry none);
+# the parent carries hrm.confirm_status "running" | "finished" | "off" (--no-confirm)
+TAG_STAGE = "hrm.stage"
+STAGE_CONFIRM = "confirm"
+TAG_CONFIRM_STATUS = "hrm.confirm_status"
+CONFIRM_ARTIFACT = "confirm.json"  # on the parent: the confirmed configurations, their seeds and metric
+TAG_LOOKS = "hrm.looks"  # JSON list of the reports' looks: {time, pairs, seeds} (analysis/looks.py)
 # Child-run tag MLflow itself uses to nest runs in its UI.
 TAG_MLFLOW_PARENT = "mlflow.parentRunId"
 # MLflow's own tags, set as its fluent API would (hrm_core/tracking/source.py, describe.py).

@@ -24,7 +24,7 @@ from hrm_core.errors import UserError
 from sweeps.overrides import recorded, refuse_new_overrides
 from sweeps.prepare import Prepared, prepare
 from sweeps.runner import child_runs, fit_and_summarise
-from sweeps.spec import SweepSpec, file_hash, load_spec
+from sweeps.spec import VERDICT_DEFAULTS, SweepSpec, default_comparisons, file_hash, load_spec
 from sweeps.storage import locate
 from sweeps.tuner import Invocation, build_tuner, experiment_name
 
@@ -34,14 +34,20 @@ DONE_OUTCOMES = (names.OUTCOME_COMPLETED, names.OUTCOME_DIVERGED)
 # Spec keys that say how to run, not what is measured: they may change in an extension.
 # (test_hooks: invocations before fault injection left the sweep file recorded it.)
 FREE_KEYS = {"seeds", "arms", "description", "max_concurrent", "resources", "time_budget_s", "max_failures",
-             "storage_path", "test_hooks", "scales", "num_samples", "sampler"}
+             "storage_path", "test_hooks", "scales", "num_samples", "sampler", "keep_checkpoints"}
 
 
-def find_finished_invocation(name: str):
-    """(client, parent run) of the latest finished invocation of sweep ``name``."""
+def find_finished_invocation(name: str, invocation: str | None = None):
+    """(client, parent run) of the latest finished invocation of sweep ``name`` (or the one given)."""
     from hrm_core.tracking.client import get_client
 
     client = get_client()
+    if invocation is not None:
+        parent = client.get_run(invocation)
+        if parent.data.tags.get(names.TAG_SWEEP_STATUS) != "finished":
+            raise UserError(f"invocation {invocation} of '{name}' did not finish: "
+                            f"resume it first (python -m sweeps resume {name} --invocation {invocation})")
+        return client, parent
     experiment = names.experiment_name(name)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -66,11 +72,38 @@ def done_pairs(children) -> set[tuple[str, str]]:
     }
 
 
+def with_defaults(old: dict) -> dict:
+    """An invocation's resolved spec, with the keys it predates at their defaults: an older
+    invocation extends as if it had declared them."""
+    out = {**VERDICT_DEFAULTS, **old}
+    if out.get("kind", "ablation") == "ablation" and out.get("comparisons") is None:
+        out["comparisons"] = default_comparisons(out.get("arms") or {}, out.get("control"))
+    return out
+
+
+def check_comparisons(old: list[dict], spec: SweepSpec, old_arms, where: str) -> None:
+    """The declared family may grow by comparisons of new arms only; none may go or change."""
+    def key(c: dict) -> tuple:
+        return c["arm"], c["reference"], c.get("label")
+
+    new = {key(c) for c in spec.declared_comparisons}
+    # (an arm the file no longer has keeps its comparisons, as the invocation keeps its runs)
+    gone = [c for c in old if key(c) not in new and c["arm"] in spec.arms and c["reference"] in spec.arms]
+    added = [c for c in new - {key(c) for c in old} if c[0] in old_arms and c[1] in old_arms]
+    if gone or added:
+        what = gone[0] if gone else dict(zip(("arm", "reference", "label"), added[0], strict=True))
+        raise UserError(f"{where}: 'comparisons' changed since the invocation ran "
+                        f"({'dropped' if gone else 'added'} {what['arm']} vs {what['reference']}); "
+                        "an extension may only add comparisons of new arms: run a new sweep instead")
+
+
 def check_comparable(old: dict, spec: SweepSpec, where: str) -> None:
     """Refuse an extension whose trials would not be comparable with the finished ones."""
-    new = spec.model_dump()
+    old = with_defaults(old)
+    new = spec.resolved()
+    check_comparisons(old["comparisons"], spec, set(old.get("arms") or {}), where)
     for key in sorted(set(old) | set(new)):
-        if key in FREE_KEYS or old.get(key) == new.get(key):
+        if key in FREE_KEYS or key == "comparisons" or old.get(key) == new.get(key):
             continue
         raise UserError(f"{where}: '{key}' changed since the invocation ran "
                         f"({old.get(key)!r} -> {new.get(key)!r}); "
@@ -92,15 +125,16 @@ def _resolved_spec(client, parent_id: str) -> dict | None:
 
 
 def extend_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] | None = None,
-                 log=print) -> str:
-    """Run the sweep's (arm, seed) pairs that its latest finished invocation lacks, under
-    that invocation's parent run. Returns the parent run id.
+                 log=print, *, invocation: str | None = None, seeds: list[int] | None = None) -> str:
+    """Run the sweep's (arm, seed) pairs that its latest finished invocation (or
+    ``invocation``) lacks, under that invocation's parent run. Returns the parent run id.
 
     It takes no new ``overrides`` (refused in one line): the invocation's own are re-applied,
-    except ``seeds``, which come from the sweep file, so that seeds added there run."""
+    except ``seeds``, which come from the sweep file, so that seeds added there run (or from
+    ``seeds``: a round of ``--until-decided``)."""
     refuse_new_overrides(overrides, "--extend")
     spec0, path = load_spec(name_or_path, scale)
-    client, parent = find_finished_invocation(spec0.name)
+    client, parent = find_finished_invocation(spec0.name, invocation)
     parent_id, tags = parent.info.run_id, parent.data.tags
     if spec0.kind != "ablation" or tags.get(names.TAG_SWEEP_KIND, "ablation") != "ablation":
         raise UserError(f"--extend adds seeds or arms to an ablation; '{spec0.name}' is a search: "
@@ -108,7 +142,10 @@ def extend_sweep(name_or_path: str, scale: str | None = None, overrides: list[st
     # The scale and overrides the invocation ran with (a different scale is refused below).
     again = recorded(tags, drop=("seeds",))
     if again:
-        log(f"re-applying the invocation's overrides: {' '.join(again)} (seeds: from {path})")
+        where = "this round's" if seeds is not None else f"from {path}"
+        log(f"re-applying the invocation's overrides: {' '.join(again)} (seeds: {where})")
+    if seeds is not None:
+        again = [*again, f"seeds=[{','.join(str(s) for s in seeds)}]"]
     prep = prepare(path, scale or tags.get(names.TAG_SCALE), again, log=log)
     old = _resolved_spec(client, parent_id)
     if old is not None:
@@ -168,9 +205,13 @@ def _run_extension(client, parent, prep: Prepared, old: dict | None, new_pairs: 
         client.set_tag(parent_id, k, v)
     # What the invocation now holds: every arm it ever ran (so a later extension is still
     # checked against their definitions), every seed.
-    resolved = spec.model_dump()
+    resolved = spec.resolved()
     if old is not None:
+        old = with_defaults(old)
         resolved["arms"] = {**old.get("arms", {}), **resolved["arms"]}
+        known = {(c["arm"], c["reference"]) for c in resolved["comparisons"]}
+        kept = [c for c in old["comparisons"] if (c["arm"], c["reference"]) not in known]
+        resolved["comparisons"] = [*resolved["comparisons"], *kept]
         resolved["seeds"] = sorted(set(old.get("seeds", [])) | set(resolved["seeds"]))
     client.log_text(parent_id, json.dumps(resolved, indent=2, default=str), "sweep_resolved.json")
     record = {"extension": n, "time": time.time(), "tune_path": experiment.uri, "sweep_file": path,

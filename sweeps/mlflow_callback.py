@@ -110,6 +110,9 @@ class MlflowTrialLogger(Callback):
             names.TAG_TRIAL_ID: trial.trial_id,
             names.TAG_ARM: str(trial_cfg.get("arm") or _describe(trial.config)),
         }
+        stage = (trial.config.get("__hrm") or {}).get("stage")  # a search's confirmation stage
+        if stage:
+            tags[names.TAG_STAGE] = stage
         if getattr(self, "_source", None) is None:  # (getattr: a logger pickled by an older version)
             self._source = source_tags()
         tags = {**self._source, **tags}

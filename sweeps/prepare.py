@@ -23,15 +23,20 @@ def prepare(name_or_path: str, scale: str | None = None, overrides: list[str] | 
             log=print) -> Prepared:
     """The validated sweep, its datasets built, and the most steps any of its trials plans."""
     from hrm_core.data.format import dataset_fingerprint, load_metadata
-    from hrm_core.data.resolve import resolve_data_path, stage_data_paths
+    from hrm_core.data.resolve import require_val_split, resolve_data_path, stage_data_paths
     from hrm_core.data.sampler import total_train_steps
 
     spec, path = load_spec(name_or_path, scale, overrides)
     configs = validate(spec, path)
     planned, fingerprints = 0, {}
+    search = spec.kind == "search"
+    for cfg in configs if search else ():  # searches select on val/*: a recipe without one fails first
+        require_val_split(cfg)
     for cfg in configs:
         data_path = resolve_data_path(cfg, log=log)
-        stage_data_paths(cfg, data_path, log=log)
+        for stage_path in {data_path, *stage_data_paths(cfg, data_path, log=log)}:
+            if search:
+                require_val_split(cfg, stage_path)
         if data_path not in fingerprints:  # arms may train on different datasets
             fingerprints[data_path] = dataset_fingerprint(data_path)
         meta = load_metadata(data_path, "train")

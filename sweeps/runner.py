@@ -22,8 +22,8 @@ SWEEP_RUNS = f"tags.`{names.TAG_RUN_KIND}` = '{names.RUN_KIND_SWEEP}'"  # every 
 
 
 def run_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] | None = None,
-              log=print) -> str:
-    """Run a sweep to the end. Returns the parent run id."""
+              log=print, tags: dict[str, str] | None = None) -> str:
+    """Run a sweep to the end (``tags``: more tags of its parent run). Returns the parent run id."""
     from hrm_core.observe.provenance import provenance_tags
     from hrm_core.tracking.client import ensure_experiment, get_client
     from hrm_core.tracking.describe import describe_experiment, sweep_note
@@ -39,6 +39,8 @@ def run_sweep(name_or_path: str, scale: str | None = None, overrides: list[str] 
     describe_experiment(client, experiment_id, sweep_note(prep.path, spec.description))  # what it studies
     common = provenance_tags()
     parent_id = open_parent_run(client, experiment_id, prep, common)
+    for key, value in (tags or {}).items():
+        client.set_tag(parent_id, key, value)
     experiment = locate(spec.storage_path).child(experiment_name(spec.name, parent_id))
     client.set_tag(parent_id, names.TAG_TUNE_PATH, experiment.uri)
     study = ""
@@ -74,7 +76,7 @@ def open_parent_run(client, experiment_id: str, prep: Prepared, provenance: dict
     )
     parent_id = parent.info.run_id
     client.log_artifact(parent_id, prep.path)
-    client.log_text(parent_id, json.dumps(spec.model_dump(), indent=2, default=str), "sweep_resolved.json")
+    client.log_text(parent_id, json.dumps(spec.resolved(), indent=2, default=str), "sweep_resolved.json")
     return parent_id
 
 
@@ -127,8 +129,10 @@ def summarise(client, parent_id: str, spec: SweepSpec) -> dict:
 
     runs = child_runs(client, client.get_run(parent_id).info.experiment_id, parent_id)
     metric = spec.objective.metrics[0]
+    # the best of a search is its own trials' (not the confirmation stage's: sweeps/confirm.py)
     scored = [(r.data.metrics[metric], r.data.tags.get(names.TAG_ARM), r)
-              for r in runs if r.data.metrics.get(metric) is not None]
+              for r in runs if r.data.metrics.get(metric) is not None
+              and r.data.tags.get(names.TAG_STAGE) != names.STAGE_CONFIRM]
     mode = spec.objective.modes[0]
     pick = max if mode == "max" else min
     best = pick(scored, default=(None, None, None), key=lambda x: x[0])
@@ -223,9 +227,11 @@ def write_report(parent_id: str, log=print) -> None:
         watch.report = str(res.html)
 
 
-def list_sweeps(out=sys.stdout) -> None:
+def list_sweeps(out=None) -> None:
     from hrm_core.tracking.client import get_client
+    from sweeps.prune import footprint
 
+    out = out or sys.stdout  # the stream at call time (not at import)
     client = get_client()
     for exp in client.search_experiments():
         if not exp.name.startswith(names.EXPERIMENT_PREFIX):
@@ -235,4 +241,5 @@ def list_sweeps(out=sys.stdout) -> None:
         for r in runs:
             counts = outcome_counts(child_runs(client, exp.experiment_id, r.info.run_id))
             print(f"{exp.name[len(names.EXPERIMENT_PREFIX):]:<20} {r.info.run_id}  {r.info.run_name:<36} "
-                  f"{r.data.tags.get(names.TAG_SWEEP_STATUS, '?'):<11} {counts}", file=out)
+                  f"{r.data.tags.get(names.TAG_SWEEP_STATUS, '?'):<11} {counts}  disk {footprint(r)}"
+                  f"{'  pruned' if names.TAG_PRUNED in r.data.tags else ''}", file=out)

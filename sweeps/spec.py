@@ -12,7 +12,7 @@ import hashlib
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hrm_core import names
 from hrm_core.errors import UserError, unknown_key_message
@@ -110,6 +110,22 @@ class Resources(_Strict):
     workers: int = Field(1, ge=1)
 
 
+class Comparison(_Strict):
+    """One declared comparison of an ablation: ``arm`` against ``reference`` (both arms)."""
+
+    arm: str
+    reference: str
+    label: str | None = None  # the question it answers, e.g. "does the loss help"
+
+
+class Confirm(_Strict):
+    """A search's confirmation stage: its ``top_k`` configurations (two objectives: the
+    Pareto set, up to ``top_k``) and the base configuration, re-run with fresh seeds."""
+
+    top_k: int = Field(3, ge=1)
+    seeds: list[int] | None = None  # default: min_seeds seeds after the search's largest
+
+
 class ScaleOverrides(_Strict):
     """What a scale preset (smoke | cpu | gpu) changes in a sweep."""
 
@@ -120,6 +136,28 @@ class ScaleOverrides(_Strict):
     resources: Resources | None = None
     time_budget_s: float | None = Field(None, gt=0)
     scheduler: Scheduler | None = None
+    confirm: Confirm | None = None
+
+
+# Keys issue 15 added: an older sweep_resolved.json lacks them, and compares as these defaults
+# (``comparisons``: every arm against the control, filled in by ``default_comparisons``).
+VERDICT_DEFAULTS: dict[str, Any] = {"failure_value": None, "min_seeds": 3, "max_seeds": 10,
+                                    "equivalence_margin": None, "confirm": None}
+
+
+def default_comparisons(arms, control: str | None) -> list[dict]:
+    """Every arm against the control: the family when a sweep declares none."""
+    return [{"arm": arm, "reference": control, "label": None} for arm in arms if arm != control]
+
+
+KEEP_CHOICES = ("best", "last", "all")
+
+
+def check_keep_checkpoints(value):
+    """``keep_checkpoints``: best | last | all, or a whole number of checkpoints >= 1."""
+    if value in KEEP_CHOICES or (type(value) is int and value >= 1):
+        return value
+    raise ValueError(f"give best, last, all or a number of checkpoints >= 1 (got {value!r})")
 
 
 class SweepSpec(_Strict):
@@ -140,8 +178,20 @@ class SweepSpec(_Strict):
     time_budget_s: float | None = Field(None, gt=0)
     max_failures: int = Field(2, ge=0)
     storage_path: str | None = None  # Tune results (shared FS or s3://); default ray_results/
+    # what a trial keeps of its Tune checkpoints: best (the last, plus the best by the objective when
+    # they differ), last, all, or N (the last N); `python -m sweeps prune` frees more afterwards
+    keep_checkpoints: str | int = "best"
+    _keep = field_validator("keep_checkpoints", mode="before")(lambda v: check_keep_checkpoints(v))
     scale: Literal["smoke", "cpu", "gpu"] = "cpu"
     scales: dict[Literal["smoke", "cpu", "gpu"], ScaleOverrides] = Field(default_factory=dict)
+    # verdicts (analysis/): the declared family (default: every arm against control), the
+    # value a diverged run takes, the seeds a verdict needs and may use, equivalence margin
+    comparisons: list[Comparison] | None = None
+    failure_value: float | None = None
+    min_seeds: int = Field(3, ge=2)
+    max_seeds: int = Field(10, ge=2)
+    equivalence_margin: float | None = Field(None, gt=0)
+    confirm: Confirm | None = None  # search: the confirmation stage (default: Confirm())
 
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
@@ -160,6 +210,8 @@ class SweepSpec(_Strict):
                 raise ValueError("scheduler: an ablation runs every arm to its full budget; "
                                  "use scheduler: {type: none}")
         else:
+            if "metric" not in self.objective.model_fields_set:  # a search selects on val/*, never on test
+                self.objective = Objective(metric=names.VAL_EXACT_ACCURACY, mode=self.objective.mode)
             if not self.space:
                 raise ValueError("a search needs a 'space'")
             if self.arms:
@@ -171,7 +223,61 @@ class SweepSpec(_Strict):
             if sched is not None and sched.rung_metric and sched.rung_metric not in self.objective.metrics:
                 raise ValueError(f"scheduler.rung_metric must be one of the objective metrics "
                                  f"{self.objective.metrics}")
+        self._check_verdict_keys()
         return self
+
+    def _check_verdict_keys(self) -> None:
+        if self.max_seeds < self.min_seeds:
+            raise ValueError(f"max_seeds ({self.max_seeds}) must be >= min_seeds ({self.min_seeds})")
+        if self.objective.modes[0] == "min" and self.failure_value is None:
+            raise ValueError(f"failure_value: required for a 'min' objective ({self.objective.metrics[0]}): "
+                             "the value a diverged run counts as (e.g. the loss at initialisation)")
+        if self.kind == "search":
+            if self.comparisons is not None:
+                raise ValueError("comparisons: only an ablation declares comparisons (a search's "
+                                 "confirmation stage compares each configuration with the base)")
+            if self.confirm is not None and self.confirm.seeds is not None:
+                self._check_confirm_seeds(self.confirm.seeds)
+            return
+        if self.confirm is not None:
+            raise ValueError("confirm: only a search has a confirmation stage")
+        for i, c in enumerate(self.comparisons or []):
+            for key in ("arm", "reference"):
+                if getattr(c, key) not in self.arms:
+                    raise ValueError(f"comparisons.{i}.{key}: no arm '{getattr(c, key)}' "
+                                     f"(the arms are {sorted(self.arms)})")
+            if c.arm == c.reference:
+                raise ValueError(f"comparisons.{i}: arm '{c.arm}' is compared with itself")
+        pairs = [(c.arm, c.reference) for c in self.comparisons or []]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("comparisons: a pair (arm, reference) is declared twice")
+
+    def _check_confirm_seeds(self, seeds: list[int]) -> None:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"confirm.seeds: duplicates in {seeds}")
+        if set(seeds) & set(self.seeds):
+            raise ValueError(f"confirm.seeds: {sorted(set(seeds) & set(self.seeds))} the search uses "
+                             "already; confirmation needs fresh seeds")
+        if len(seeds) < self.min_seeds:
+            raise ValueError(f"confirm.seeds: {len(seeds)} seeds, fewer than min_seeds ({self.min_seeds})")
+
+    @property
+    def declared_comparisons(self) -> list[dict]:
+        """The ablation's comparison family: as declared, or every arm against the control."""
+        if self.comparisons is not None:
+            return [c.model_dump() for c in self.comparisons]
+        return default_comparisons(self.arms, self.control)
+
+    @property
+    def confirm_or_default(self) -> Confirm:
+        return self.confirm if self.confirm is not None else Confirm()
+
+    def resolved(self) -> dict:
+        """What sweep_resolved.json records: every key, with the comparison family spelled out."""
+        out = self.model_dump()
+        if self.kind == "ablation":
+            out["comparisons"] = self.declared_comparisons
+        return out
 
     @property
     def scheduler_or_default(self) -> Scheduler:
@@ -182,7 +288,8 @@ class SweepSpec(_Strict):
 
 # --- metric names the trainer reports -------------------------------------------------------------
 KNOWN_PREFIXES = (names.GATE_PREFIX, names.FEUDAL_PREFIX)
-KNOWN_METRICS = {names.metric(s, m) for s in (names.TRAIN, names.EVAL) for m in names.SPLIT_METRICS} | {
+_SPLITS = (names.TRAIN, names.EVAL, names.VAL)  # val/*: the validation split (searches select on it)
+KNOWN_METRICS = {names.metric(s, m) for s in _SPLITS for m in names.SPLIT_METRICS} | {
     names.TRAIN_LR, names.CURRICULUM_STAGE,
 }
 
@@ -278,6 +385,20 @@ def apply_scale(raw: dict, scale: str | None, path: str) -> dict:
     return merged
 
 
+def without_dropped_arms(before: dict, after: dict) -> dict:
+    """An arm the command line dropped (``~arms.<name>``) takes its declared comparisons along
+    (all of them gone: the default family, every arm against the control)."""
+    arms_before, arms_after = before.get("arms"), after.get("arms")
+    comps = after.get("comparisons")
+    if not (isinstance(arms_before, dict) and isinstance(arms_after, dict) and isinstance(comps, list)):
+        return after
+    dropped = set(arms_before) - set(arms_after)
+    kept = [c for c in comps if not (isinstance(c, dict) and {c.get("arm"), c.get("reference")} & dropped)]
+    if not dropped:
+        return after
+    return {**after, "comparisons": kept or None}  # none left: every arm against the control
+
+
 def load_spec(name_or_path: str, scale: str | None = None,
               overrides: list[str] | None = None) -> tuple[SweepSpec, str]:
     """Parse and validate a sweep file (schema only). -> (spec, absolute path).
@@ -293,7 +414,8 @@ def load_spec(name_or_path: str, scale: str | None = None,
     if scale is None and isinstance(raw.get("scale"), str):
         scale = raw["scale"]
     try:
-        raw = cmd.apply(apply_scale(raw, scale, path))
+        scaled = apply_scale(raw, scale, path)
+        raw = without_dropped_arms(scaled, cmd.apply(scaled))
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
     try:

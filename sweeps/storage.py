@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,3 +61,73 @@ def locate(uri_or_path: str | None) -> Location:
         uri = os.path.abspath(uri)
     fs, path = FileSystem.from_uri(uri)
     return Location(uri, fs, path)
+
+
+CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")  # a Tune checkpoint folder in a trial's folder
+# what trials kept before their trainer's own files moved off storage (trainables/trial.py)
+LEGACY_TRAINER_FILES = re.compile(r"(^|/)hrm/(step_\d+(\.rank\d+)?\.pt|restore[^/]*/.*)$")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Bytes under a folder: all of them, and those in checkpoints."""
+
+    total: int = 0
+    checkpoints: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.total + other.total, self.checkpoints + other.checkpoints)
+
+
+def is_checkpoint_file(relative: str) -> bool:
+    """A file (path relative to a Tune experiment folder) that belongs to a checkpoint."""
+    parts = relative.split("/")
+    return any(CHECKPOINT_DIR.match(p) for p in parts[:-1]) or bool(LEGACY_TRAINER_FILES.search(relative))
+
+
+def usage(location: Location) -> Usage:
+    """What ``location`` (a folder or a file) holds, on any file system pyarrow reaches."""
+    from pyarrow.fs import FileSelector, FileType
+
+    info = location.fs.get_file_info(location.path)
+    if info.type == FileType.File:
+        return Usage(info.size or 0, 0)
+    if info.type != FileType.Directory:
+        return Usage()
+    total = ckpt = 0
+    root = location.path.rstrip("/") + "/"
+    for f in location.fs.get_file_info(FileSelector(location.path, recursive=True)):
+        if f.type == FileType.File:
+            total += f.size or 0
+            if is_checkpoint_file(f.path[len(root):] if f.path.startswith(root) else f.path):
+                ckpt += f.size or 0
+    return Usage(total, ckpt)
+
+
+def children_named(folder: Location, prefix: str) -> list[Location]:
+    """The entries of ``folder`` named ``prefix`` or ``prefix`` followed by ``-`` or ``.``
+    (an invocation's experiment, its extensions and confirmation stage, its Optuna study file)."""
+    from pyarrow.fs import FileSelector
+
+    try:
+        infos = folder.fs.get_file_info(FileSelector(folder.path, allow_not_found=True))
+    except OSError:
+        return []
+    found = []
+    for info in infos:
+        name = info.base_name
+        if name == prefix or name.startswith((f"{prefix}-", f"{prefix}.")):
+            found.append(folder.child(name))
+    return sorted(found, key=lambda loc: loc.name)
+
+
+def human_bytes(n: int) -> str:
+    """``512 B``, ``3.9 MB``, ``66.0 GB`` (decimal units, as ``du --si``)."""
+    if n < 1000:
+        return f"{n} B"
+    size, unit = n / 1000, "kB"
+    for bigger in ("MB", "GB", "TB"):
+        if size < 1000:
+            break
+        size, unit = size / 1000, bigger
+    return f"{size:.1f} {unit}"

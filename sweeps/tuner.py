@@ -61,13 +61,14 @@ def study_storage(experiment: Location) -> str:
 
 
 def build_tuner(prep: Prepared, experiment: Location, *, invocation: Invocation | None = None,
-                study: str = "", only: set[tuple[str, int]] | None = None):
+                study: str = "", only: set[tuple[str, int]] | None = None, stage: str | None = None):
     """The ``Tuner`` of the Tune experiment at ``experiment``; starts Ray if needed.
 
     With ``invocation``: a new experiment whose trials log under that parent run (a search
     keeps its Optuna study in ``study``; ``only`` keeps just these (arm, seed) pairs of an
-    ablation). Without it: the experiment stored there, restored to finish its unfinished and
-    errored trials (its run config, with the MLflow logger, is restored with it).
+    ablation; ``stage``: its runs' ``hrm.stage`` tag). Without it: the experiment stored there,
+    restored to finish its unfinished and errored trials (its run config, with the MLflow
+    logger, is restored with it).
     """
     from ray import tune
 
@@ -86,6 +87,8 @@ def build_tuner(prep: Prepared, experiment: Location, *, invocation: Invocation 
         return tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, restart_errored=True,
                                   storage_filesystem=experiment.fs)
     context = _trial_context(spec, prep.fingerprints)
+    if stage:  # the MLflow logger tags the trial's run with it (sweeps/confirm.py)
+        context["stage"] = stage
     if spec.kind == "ablation":
         tune_config, space = _ablation(spec, context, only)
     else:
@@ -107,7 +110,7 @@ def can_restore(experiment: Location) -> bool:
 def _trial_context(spec: SweepSpec, fingerprints: dict[str, str]) -> dict:
     """What every trial of the sweep is told (``trainables/trial.py`` reads it)."""
     from trainables import faults
-    from trainables.trial import FAULTS_KEY
+    from trainables.trial import FAULTS_KEY, SCORE_KEY
 
     return {
         "base": list(spec.base),
@@ -116,6 +119,7 @@ def _trial_context(spec: SweepSpec, fingerprints: dict[str, str]) -> dict:
         "workers_per_trial": spec.resources.workers,
         "dataset_fingerprints": fingerprints,
         "name": spec.name,
+        SCORE_KEY: spec.objective.metrics[0],  # ranks a trial's checkpoints (keep_checkpoints: best)
         FAULTS_KEY: faults.from_env(),  # tests only: {} in a real sweep
     }
 
@@ -135,10 +139,26 @@ def _run_config(spec: SweepSpec, experiment: Location, invocation: Invocation):
         storage_path=storage.path,
         storage_filesystem=storage.fs,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        checkpoint_config=checkpoint_config(spec),
         callbacks=[logger, JsonLoggerCallback(), ProgressCallback()],  # (the live display: sweeps/watch.py)
         verbose=0,
     )
+
+
+def checkpoint_config(spec: SweepSpec):
+    """What each trial keeps of its Tune checkpoints (``keep_checkpoints``). Tune always keeps
+    a trial's latest, so ``best`` (one kept by the objective) is the last plus the best."""
+    from ray import tune
+
+    from trainables.tune_sink import SCORE
+
+    keep = spec.keep_checkpoints
+    if keep == "all":
+        return tune.CheckpointConfig()
+    if keep == "best":
+        return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
+                                     checkpoint_score_order=spec.objective.modes[0])
+    return tune.CheckpointConfig(num_to_keep=1 if keep == "last" else int(keep))
 
 
 def _concurrency(spec: SweepSpec) -> int:

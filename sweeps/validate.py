@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
+from hrm_core import names
 from hrm_core.config.compose import compose_config, group_options
 from hrm_core.config.schema import VALID_KEYS, TrainConfig
 from hrm_core.errors import UserError, unknown_key_message
@@ -110,11 +111,22 @@ def validate(spec: SweepSpec, path: str, check_cluster: bool = True) -> list[Tra
     """All checks; returns the composed configs of the sweep's configurations."""
     for metric in spec.objective.metrics:
         check_metric(metric, f"{path}: objective")
+        if spec.kind == "search" and names.on_split(metric, names.VAL) != metric:  # selecting on test
+            raise UserError(f"{path}: objective: a search selects on the validation split: use "
+                            f"{names.on_split(metric, names.VAL)}, not {metric} (the test split is read "
+                            "only by the final evaluation and the confirmation)")
     sched = spec.scheduler_or_default
     if sched.rung_metric:
         check_metric(sched.rung_metric, f"{path}: scheduler.rung_metric")
     check_space(spec, path)
     configs = compose_trials(spec, path)
+    if spec.kind == "search":  # the confirmation stage's base configuration composes too
+        from sweeps.confirm_plan import base_overrides
+
+        try:
+            base_overrides(spec)
+        except UserError as err:
+            raise UserError(f"{path}: the confirmation stage's base configuration: {err}") from None
     for cfg in configs:
         if spec.resources.gpu == 0 and cfg.device == "cuda":
             raise UserError(f"{path}: the training config asks for device=cuda but resources.gpu is 0")

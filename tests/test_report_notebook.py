@@ -3,6 +3,7 @@ HTML and attached to the sweep's parent run; and the CLI end to end."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -26,8 +27,10 @@ def store(tmp_path_factory):
     uri = synthetic.new_store(str(root))
     art = str(root / "artifacts")
     abl = synthetic.make_ablation(
+        # 8 seeds: the fewest at which a family of 2 can reach a verdict (issue 15)
         "nb-abl", {"gated": 0.08, "feudal": 0.0}, outcomes={("feudal", 1): names.OUTCOME_ERROR},
         variants={"gated": ["gate"], "feudal": ["feudal"]}, stages={"control": [70, 140]}, rng=3,
+        seeds=range(8),
     )
     ids = {"abl": synthetic.write_sweep(uri, abl, artifact_root=art)}
     srch = synthetic.make_search("nb-srch", n_trials=12)
@@ -66,6 +69,13 @@ def test_ablation_notebook_executes_and_is_attached(store):
     first, params = nb.cells[0], nb.cells[1]
     assert first.cell_type == "markdown"
     assert "**gated beats control** by +" in first.source and "95% CI" in first.source
+    # the verdicts as sweeps --until-decided reads them, and the look recorded on the parent run
+    verdicts = {(d["arm"], d["reference"]): d["verdict"] for d in res.decisions}
+    assert verdicts == {("gated", "control"): "beats", ("feudal", "control"): "incomplete"}
+    assert not res.decided
+    tags = MlflowClient(tracking_uri=uri).get_run(ids["abl"]).data.tags
+    assert [lk["pairs"] for lk in json.loads(tags[names.TAG_LOOKS])] == [7]  # feudal seed 1 failed
+    assert "Looks (1): 7 pairs" in first.source
     assert params.metadata["tags"] == ["parameters"] and f"PARENT_RUN_ID = {ids['abl']!r}" in params.source
     assert nb.metadata["kernelspec"]["name"] == notebook.KERNEL_NAME
     headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]

@@ -226,3 +226,55 @@ def test_standalone_run_records_context_and_a_missing_dataset_is_rebuilt(store, 
                               f"tags.`{names.TAG_REPRODUCES}` = '{run.info.run_id}'")[0]
     assert rerun.data.tags[names.TAG_REPRODUCE_MATCH] == "bitwise"
     assert rerun.data.tags[names.TAG_DATASET_FINGERPRINT] == ctx["dataset"]["fingerprint"]
+
+
+def test_a_pruned_invocation_lists_refuses_and_reproduces(sweep_trial, monkeypatch, capsys):
+    """The trial keeps its last checkpoint (plus the best), none of the trainer's own copies;
+    ``list`` shows the disk; ``prune`` refuses a running invocation, frees a finished one and tags
+    it; ``reproduce`` says so and still matches (tests/test_prune.py has the unit half)."""
+    from sweeps.__main__ import main
+    from sweeps.prune import invocation_folders
+    from sweeps.storage import CHECKPOINT_DIR, usage
+    from trainables.tune_sink import SCORE
+
+    client, run_id = sweep_trial["client"], sweep_trial["run_id"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sweep_trial["uri"])
+    parent_id = client.get_run(run_id).data.tags[names.TAG_INVOCATION]
+    (folder,) = invocation_folders(client.get_run(parent_id))
+    (trial,) = [d for d in os.listdir(folder.path) if os.path.isdir(os.path.join(folder.path, d))]
+    trial_dir = os.path.join(folder.path, trial)
+    results = [json.loads(line) for line in open(os.path.join(trial_dir, "result.json"))]
+    scored = [(r[SCORE], r["checkpoint_dir_name"]) for r in results if r.get("checkpoint_dir_name")]
+    assert len(scored) == 2  # evals at steps 8 and 16
+    top = max(s for s, _ in scored if not math.isnan(s))  # NaN: the objective was not logged yet
+    best = [name for s, name in scored if s == top][-1]  # ties: the later
+    kept = sorted(d for d in os.listdir(trial_dir) if CHECKPOINT_DIR.match(d))
+    assert kept == sorted({best, scored[-1][1]})
+    assert not os.path.exists(os.path.join(trial_dir, "hrm")), "the trainer's own copies reached storage"
+
+    assert main(["list"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if parent_id in x)
+    assert usage(folder).checkpoints > 0 and " disk " in line and "(checkpoints 0 B)" not in line
+
+    client.set_tag(parent_id, names.TAG_SWEEP_STATUS, "running")
+    try:
+        assert main(["prune", "repro"]) == 2
+    finally:
+        client.set_tag(parent_id, names.TAG_SWEEP_STATUS, "finished")
+    assert capsys.readouterr().err == (f"error: invocation {parent_id} of sweep 'repro' is running: prune "
+                                       "takes only a finished invocation (its trials resume from these "
+                                       "checkpoints)\n")
+    assert sorted(d for d in os.listdir(trial_dir) if CHECKPOINT_DIR.match(d)) == kept
+
+    assert main(["prune", "repro", "--keep", "none"]) == 0
+    assert f"{len(kept)} checkpoint(s) removed" in capsys.readouterr().out
+    assert not [d for d in os.listdir(trial_dir) if CHECKPOINT_DIR.match(d)]
+    assert usage(folder).checkpoints == 0 and os.path.exists(os.path.join(trial_dir, "result.json"))
+    assert client.get_run(parent_id).data.tags[names.TAG_PRUNED].startswith("keep=none; freed ")
+    assert main(["list"]) == 0
+    assert "(checkpoints 0 B)  pruned" in capsys.readouterr().out
+
+    code, out = run_reproduce(capsys, run_id, "--out", str(sweep_trial["tmp"] / "after-prune"), "--strict")
+    assert code == 0, out
+    assert f"note: the checkpoints of invocation {parent_id} were pruned (keep=none; freed" in out
+    assert "it reruns from the recorded config and data recipe" in out

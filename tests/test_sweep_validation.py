@@ -168,8 +168,9 @@ def test_shipped_sweeps_validate(name, scale):
 def test_prepare_fingerprints_every_dataset_the_arms_train_on(tmp_path, sudoku4_dataset):
     """Arms on different datasets: each dataset gets its own fingerprint (trials are tagged
     with the one they train on, not the first arm's)."""
+    from hrm_core.config.compose import compose_config
     from hrm_core.data.format import dataset_fingerprint
-    from hrm_core.data.resolve import default_data_dir
+    from hrm_core.data.resolve import recipe_data_dir
     from sweeps.prepare import prepare
 
     path = tmp_path / "two_data.yaml"
@@ -185,7 +186,7 @@ seeds: [0]
 scale: smoke
 """)
     prep = prepare(str(path), log=lambda *_: None)
-    builtin = default_data_dir("sudoku4")
+    builtin = recipe_data_dir(compose_config(["data=sudoku4"]).data)  # data/sudoku4-val<N>: a val split
     assert prep.fingerprints == {
         builtin: dataset_fingerprint(builtin), sudoku4_dataset: dataset_fingerprint(sudoku4_dataset),
     }

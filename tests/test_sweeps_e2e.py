@@ -117,7 +117,7 @@ def test_search_with_asha_prunes_trials_that_cannot_learn(ray_local, store, tmp_
 name: e2e_search
 kind: search
 base: [data=sudoku4, max_steps=24, eval_every_steps=6, lr_warmup_steps=2]
-objective: {metric: eval/accuracy, mode: max}
+objective: {metric: val/accuracy, mode: max}
 space:
   lr: {type: choice, values: [0.0, 0.01]}
 num_samples: 6
@@ -254,7 +254,7 @@ max_failures: 2
     resumed = store.get_metric_history(victim.info.run_id, names.RESUMED_FROM_STEP)
     assert resumed and resumed[0].value > 0
     assert no_duplicate_points(store, victim.info.run_id) == list(range(1, 41))
-    for key in ("train/lm_loss", "eval/accuracy", "eval/lm_loss"):
+    for key in ("train/lm_loss", "val/accuracy", "val/lm_loss", "eval/accuracy", "eval/lm_loss"):
         a = [(m.step, m.value)
              for m in sorted(store.get_metric_history(victim.info.run_id, key), key=lambda m: m.step)]
         b = [(m.step, m.value)
@@ -299,7 +299,7 @@ max_concurrent: 1
                                      filter_string=f"tags.`{names.TAG_RUN_KIND}` = 'trial'")
             done = [k for k in kids if k.data.tags.get(names.TAG_OUTCOME) == names.OUTCOME_COMPLETED]
             running = [k for k in kids if k.info.status == "RUNNING"]
-            if done and running and store.get_metric_history(running[0].info.run_id, "eval/accuracy"):
+            if done and running and store.get_metric_history(running[0].info.run_id, "val/accuracy"):
                 finished_before = {
                     k.info.run_id: (k.info.end_time,
                                     len(store.get_metric_history(k.info.run_id, "train/lm_loss")))

@@ -38,7 +38,15 @@ import uuid
 from hrm_core import names
 from hrm_core.train import checkpoint as ckpt
 from hrm_core.train.trainer import Trainer
-from trainables.trial import SWEEP_KEY, arm_faults, in_run_dir, trial_setup
+from trainables.trial import (
+    SCORE_KEY,
+    SWEEP_KEY,
+    arm_faults,
+    in_run_dir,
+    remove_scratch,
+    scratch_run_dir,
+    trial_setup,
+)
 from trainables.tune_sink import TuneSink
 
 logger = logging.getLogger(__name__)
@@ -48,8 +56,8 @@ class RelaySink(TuneSink):
     """``TuneSink`` for rank 0 of a DDP trial: builds the same payloads but holds them
     until the rank's collective ``ray.train.report`` (see ``DDPTrainer``) sends them."""
 
-    def __init__(self, extra_tags: dict[str, str]):
-        super().__init__(extra_tags)
+    def __init__(self, extra_tags: dict[str, str], score_metric: str | None = None):
+        super().__init__(extra_tags, score_metric=score_metric)
         self.pending: dict | None = None
         self.final: dict | None = None
 
@@ -131,7 +139,7 @@ def _worker_loop(loop_config: dict) -> None:
     run_dir = loop_config["run_dir"]  # local to each node; ranks write distinct files
     # the trial's last Tune checkpoint holds every rank's own file
     cfg = in_run_dir(cfg, run_dir, loop_config.get("checkpoint"), f"restore.rank{rank}")
-    sink = RelaySink(tags) if rank == 0 else None
+    sink = RelaySink(tags, config[SWEEP_KEY].get(SCORE_KEY)) if rank == 0 else None
     trainer = DDPTrainer(cfg, cfg.data_path, run_dir, device, [sink] if sink else [], dist_ctx=dist_ctx,
                          log=lambda *_: None, sink=sink)
     arm_faults(trainer, config, trial, write_pid=rank == 0)  # tests kill rank 0's worker
@@ -171,7 +179,8 @@ def train_hrm_ddp(config: dict) -> None:
     res = _Res(ctx.get("cpus_per_trial", 1), ctx.get("gpus_per_trial", 0), ctx["workers_per_trial"])
     scaling = worker_scaling(res)
     storage = get_session().storage  # the trial's storage (local dir, NFS or s3://)
-    run_dir = os.path.join(tune.get_context().get_trial_dir(), "hrm")
+    context = tune.get_context()  # ranks on this node write under the same local scratch folder
+    run_dir = scratch_run_dir(context.get_experiment_name(), context.get_trial_id())
     queue = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         _worker_loop,
@@ -211,6 +220,7 @@ def train_hrm_ddp(config: dict) -> None:
         thread.join()
     finally:
         queue.shutdown()
+        remove_scratch(run_dir)  # this node's ranks' scratch (Tune's checkpoints stay)
     if "error" in outcome:
         raise outcome["error"]
 

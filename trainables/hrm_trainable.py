@@ -12,10 +12,16 @@ step to the driver's progress board between checkpoints (``trainables/live.py``)
 
 from __future__ import annotations
 
-import os
-
 from trainables.live import LiveSteps
-from trainables.trial import SWEEP_KEY, arm_faults, in_run_dir, trial_overrides, trial_setup
+from trainables.trial import (
+    SCORE_KEY,
+    SWEEP_KEY,
+    arm_faults,
+    in_run_dir,
+    scratch,
+    trial_overrides,
+    trial_setup,
+)
 from trainables.trial_log import trial_log
 from trainables.tune_sink import TuneSink
 
@@ -36,10 +42,10 @@ def train_hrm(config: dict) -> None:
             return
         cfg, device, tags, trial = trial_setup(config, ray.get_gpu_ids())
         context = tune.get_context()
-        run_dir = os.path.join(context.get_trial_dir(), "hrm")
-        cfg = in_run_dir(cfg, run_dir, tune.get_checkpoint(), "restore")
-        sink = TuneSink(tags, background=True)
-        live = LiveSteps(context.get_experiment_name(), context.get_trial_id())
-        trainer = Trainer(cfg, cfg.data_path, run_dir, device, [sink, live, log], log=log.line)
-        arm_faults(trainer, config, trial)
-        trainer.fit()
+        with scratch(context.get_experiment_name(), context.get_trial_id()) as run_dir:  # kept off storage
+            cfg = in_run_dir(cfg, run_dir, tune.get_checkpoint(), "restore")
+            sink = TuneSink(tags, background=True, score_metric=config[SWEEP_KEY].get(SCORE_KEY))
+            live = LiveSteps(context.get_experiment_name(), context.get_trial_id())
+            trainer = Trainer(cfg, cfg.data_path, run_dir, device, [sink, live, log], log=log.line)
+            arm_faults(trainer, config, trial)
+            trainer.fit()

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -19,6 +23,7 @@ from trainables import faults
 SWEEP_KEY = "__hrm"  # constant per-sweep context inside the Tune config
 TRIAL_KEY = "__trial"  # an ablation trial's {"arm", "seed", "overrides"}
 FAULTS_KEY = "faults"  # in the sweep context: the test faults (trainables/faults.py)
+SCORE_KEY = "checkpoint_score_metric"  # in the sweep context: the metric that ranks checkpoints
 logger = logging.getLogger(__name__)
 
 
@@ -60,8 +65,44 @@ def trial_setup(config: dict, gpu_ids: list, cpus: int | None = None):
         names.TAG_SEED: str(cfg.seed),
         names.TAG_DATASET_FINGERPRINT: ctx.get("dataset_fingerprints", {}).get(data_path, ""),
         names.TAG_GPU_IDS: ",".join(str(g) for g in gpu_ids),  # which device(s) Ray gave the trial
+        names.TAG_RAY_NODE: _ray_node(),
     }
     return cfg, device, tags, trial
+
+
+def _ray_node() -> str:
+    """The Ray node this process runs on ("" outside Ray): which machine of a cluster ran a trial."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+def scratch_run_dir(experiment: str, trial_id: str) -> str:
+    """Where a trial's trainer writes its own checkpoint files: a local folder outside the
+    trial's Tune directory, whose files Tune copies to storage. Tune's checkpoints (kept as the
+    sweep's ``keep_checkpoints`` says) are the trial's record; a restore starts from them, so
+    this folder is removed when the trial's process ends."""
+    return os.path.join(tempfile.gettempdir(), "hrm-trials", experiment, trial_id)
+
+
+@contextmanager
+def scratch(experiment: str, trial_id: str) -> Iterator[str]:
+    """The trial's scratch run dir while the block runs; removed however it ends (a retry
+    restores from Tune's checkpoint)."""
+    run_dir = scratch_run_dir(experiment, trial_id)
+    try:
+        yield run_dir
+    finally:
+        remove_scratch(run_dir)
+
+
+def remove_scratch(run_dir: str) -> None:
+    """A trial's scratch run dir, and its experiment's folder once its last trial is gone."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        os.rmdir(os.path.dirname(run_dir))
+    except OSError:
+        pass
 
 
 def in_run_dir(cfg, run_dir: str, checkpoint, restore_dir: str):

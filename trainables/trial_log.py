@@ -27,7 +27,8 @@ from hrm_core.observe.callbacks import Callback
 LOG_NAME = "trial.log"
 PROGRESS_EVERY_S = 30.0
 # metrics a progress line shows, when the step has them
-EVAL = names.metric(names.EVAL, "")  # "eval/": the eval lines show these, not the diagnostics
+# "val/", "eval/": the eval lines show these (val: every eval; eval, the test split: the last), not diag/*
+EVAL = (names.metric(names.VAL, ""), names.metric(names.EVAL, ""))
 PROGRESS_KEYS = (names.TRAIN_LM_LOSS, names.metric(names.TRAIN, names.EXACT_ACCURACY))
 
 

@@ -34,6 +34,9 @@ OUTCOME = "hrm_outcome"
 # [(step, rule, message)] alerts fired since the last report (hrm_core/observe/alerts.py)
 ALERTS = "hrm_alerts"
 STEP = "step"  # ASHA's time attribute: the global optimizer step
+# The sweep objective's latest value (NaN before it is first logged): which checkpoints Tune keeps
+# as the best (sweeps/tuner.py: checkpoint_config)
+SCORE = "hrm_checkpoint_score"
 
 
 class _Reporter:
@@ -100,8 +103,9 @@ def _snapshot(path: str) -> str:
 
 
 class TuneSink(Callback):
-    def __init__(self, extra_tags: dict[str, str], background: bool = False):
+    def __init__(self, extra_tags: dict[str, str], background: bool = False, score_metric: str | None = None):
         self.reporter = _Reporter() if background else None
+        self.score_metric = score_metric
         # system/* now and then (the trial's GPUs: hrm.gpu_ids), in the history the driver logs
         self.system = SystemSampler(extra_tags.get(names.TAG_GPU_IDS))
         self.extra_tags = extra_tags
@@ -139,6 +143,9 @@ class TuneSink(Callback):
         payload = {k: v for k, v in self.latest.items() if not k.startswith(names.PERF_PREFIX)}
         payload[STEP] = step
         payload[TOTAL_STEPS] = self.total_steps
+        if self.score_metric:
+            score = names.watched(self.latest, self.score_metric)  # its val/* twin when logged: never test
+            payload[SCORE] = float(self.latest.get(score, float("nan")))
         payload[HISTORY] = self.history
         payload[ALERTS] = self.alerts
         self.alerts = []

@@ -4,7 +4,8 @@ the sweep's parent run (artifacts under ``report/``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class ReportResult:
     parent_run_id: str
     conclusion: str
     uploaded: bool
+    # one per declared comparison: arm, reference, label, verdict, reason (analysis.verdicts)
+    decisions: list[dict] = field(default_factory=list)
+    decided: bool = False  # every declared comparison is beats / worse / equivalent
 
     def summary(self) -> str:
         """What a user reads at the end: the conclusion, then where the report is."""
@@ -61,6 +65,8 @@ def build_report(
     ui_url: str = DEFAULT_UI_URL,
     timeout: int = 600,
     target: float | None = None,
+    min_seeds: int | None = None,
+    max_seeds: int | None = None,
 ) -> ReportResult:
     """Load, analyse, build and execute the notebook, export HTML, attach both to the
     parent run. Raises AnalysisError for bad requests, ReportError if execution fails
@@ -71,9 +77,11 @@ def build_report(
         require_metric(runs, metric)
     history = load_history(runs, history_metrics(runs, metric or info.objective), uri)
     a = analyse(info, runs, history, metric=metric, mode=mode, alpha=alpha, ci_method=ci_method,
-                target=target)
+                target=target, min_seeds=min_seeds, max_seeds=max_seeds)
+    _record_look(a, uri)
     params = {"TRACKING_URI": uri, "PARENT_RUN_ID": info.parent_run_id, "METRIC": metric, "MODE": mode,
-              "ALPHA": alpha, "CI_METHOD": ci_method, "UI_URL": ui_url, "TARGET": target}
+              "ALPHA": alpha, "CI_METHOD": ci_method, "UI_URL": ui_url, "TARGET": target,
+              "MIN_SEEDS": min_seeds, "MAX_SEEDS": max_seeds}
     out_dir = Path(out) if out else default_out_dir(info)
     nb_path, html_path = _write(a, params, out_dir, execute, timeout)
     uploaded = bool(upload and info.parent_run_id)
@@ -86,7 +94,22 @@ def build_report(
 
         note = report_note(a.conclusion, f"{ARTIFACT_DIR}/{html_path.name}", str(html_path))
         describe_run(client, info.parent_run_id, note)
-    return ReportResult(nb_path, html_path, info.parent_run_id or "", a.conclusion, uploaded)
+    d = a.decision
+    return ReportResult(nb_path, html_path, info.parent_run_id or "", a.conclusion, uploaded,
+                        list(d.rows) if d else [], bool(d and d.decided))
+
+
+def _record_look(a: Analysis, uri: str) -> None:
+    """A report on a new set of completed pairs is a look: recorded on the parent run (the
+    notebook, run later, then finds it there and analyses with the same looks)."""
+    d = a.decision
+    if d is None or not d.new_look or not a.info.parent_run_id:
+        return
+    from analysis import looks
+
+    looks.record(open_client(uri), a.info.parent_run_id, d.looks)
+    a.info.parent_tags[names.TAG_LOOKS] = json.dumps(d.looks)
+    d.new_look = False
 
 
 def _write(a: Analysis, params: dict, out_dir: Path, execute: bool, timeout: int) -> tuple[Path, Path]:

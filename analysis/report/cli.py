@@ -31,6 +31,10 @@ def _parser() -> OneLineParser:
     p.add_argument("--target", type=float,
                    help="value of the primary metric the compute-to-target table counts FLOPs to reach "
                         "(default: 0.9 x the best arm's final mean; searches: the best trial's)")
+    p.add_argument("--min-seeds", type=int,
+                   help="paired seeds a verdict needs at least (default: the sweep's min_seeds, 3)")
+    p.add_argument("--max-seeds", type=int,
+                   help="N_max of the alpha spending (default: the sweep's max_seeds, 10)")
     p.add_argument("--no-execute", action="store_true", help="write the notebook without running it")
     p.add_argument("--no-upload", action="store_true", help="do not attach the files to the parent run")
     p.add_argument("--timeout", type=int, default=600, help="seconds per notebook cell")
@@ -44,6 +48,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         p.error("give a sweep name or --parent-run ID (exactly one)")
     if not 0 < args.alpha < 1:
         p.error("--alpha must be between 0 and 1")
+    for flag in ("min_seeds", "max_seeds"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 2:
+            p.error(f"--{flag.replace('_', '-')} must be at least 2")
     return args
 
 
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             args.sweep, parent_run=args.parent_run, tracking_uri=args.tracking_uri, out=args.out,
             metric=args.metric, mode=args.mode, alpha=args.alpha, ci_method=args.ci,
             execute=not args.no_execute, upload=not args.no_upload, ui_url=args.ui_url, timeout=args.timeout,
-            target=args.target,
+            target=args.target, min_seeds=args.min_seeds, max_seeds=args.max_seeds,
         )
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)

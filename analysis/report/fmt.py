@@ -38,6 +38,13 @@ def diff(metric: str, x: float | None, signed: bool = True) -> str:
     return f"{x:+.3g}" if signed else f"{x:.3g}"
 
 
+def on_step(x: float | None, step: float | None) -> float | None:
+    """A value rounded to the metric's quantisation step (unchanged when the step is unknown)."""
+    if step is None or not _finite(x) or not step > 0:
+        return x
+    return float(np.round(x / step) * step)
+
+
 def interval(metric: str, lo: float | None, hi: float | None) -> str:
     """A CI of values: ``58.1% to 64.3%``."""
     if not (_finite(lo) and _finite(hi)):

@@ -40,6 +40,92 @@ def _comparison_sentence(row: pd.Series, metric: str, alpha: float) -> str:
         f" ({eff})." if eff else ".")
 
 
+def _verdict_sentence(row: pd.Series, a: Analysis) -> str:
+    """One declared comparison: its verdict, the ITT difference with its family-level
+    interval and d_z, and the reason."""
+    m, step = a.metric, a.decision.step if a.decision else None
+    arm, ref, verdict = row["arm"], row["control"], row["verdict"]
+    label = f" ({row['label']})" if row.get("label") else ""
+    head = {"beats": f"**{arm} beats {ref}**{label} by", "worse": f"**{arm} is worse than {ref}**{label} by"}
+    diff = fmt.diff(m, fmt.on_step(row["diff"], step))
+    if np.isfinite(row["ci_low"]):
+        ci = fmt.diff_interval(m, fmt.on_step(row["ci_low"], step), fmt.on_step(row["ci_high"], step))
+        lo_hi = (row.get("dz_low", np.nan), row.get("dz_high", np.nan))
+        dz_ci = f" ({lo_hi[0]:.2f} to {lo_hi[1]:.2f})" if np.isfinite(lo_hi[0]) else ""
+        eff = (f"; d_z {row['effect']:.2f}" if np.isfinite(row["effect"]) else "") + dz_ci
+        numbers = f"{diff} ({row['ci_method']} 95% CI {ci}{eff}) across {row['n_pairs']} paired seeds"
+    else:
+        numbers = f"{diff} across {row['n_pairs']} paired seeds, no interval"
+    if verdict in head:
+        return f"{head[verdict]} {numbers}: {row['note']}."
+    return f"**{arm} vs {ref}**{label}: **{verdict}** — {row['note']}. Difference {numbers}."
+
+
+def plan_lines(a: Analysis) -> list[str]:
+    """How the verdicts were reached: intention to treat, the family, the spending rule,
+    the looks, the smallest decisive n, the quantisation step, power and the stop reason."""
+    d = a.decision
+    if d is None or d.table.empty:
+        return []
+    plan, m, t = d.plan, len(d.table), d.table
+    looks = "; ".join(f"{lk['pairs']} pairs at {lk.get('time', '?')}" for lk in d.looks)
+    diverged = (f"a diverged run takes {d.failure_how}" if d.failure_value is not None
+                else f"but diverged runs are left out: {d.failure_how}")
+    out = [f"How to read these verdicts: intention to treat (every planned run counts; {diverged}; error, "
+           "killed and never-started runs are missing). Holm step-down over "
+           f"the declared family of {m} comparison(s), with α = {plan.alpha:g} split Bonferroni-wise "
+           "across it and "
+           f"spent per comparison by a Lan–DeMets O'Brien–Fleming rule over n / N_max (N_max = "
+           f"{plan.max_seeds}); a verdict needs the paired t-test and the exact sign-flip test to cross this "
+           f"look's boundary and the completed-runs-only analysis to agree. Intervals are family-level "
+           f"(Bonferroni-simultaneous{', repeated over the looks' if len(d.looks) > 1 else ''}).",
+           f"Looks ({len(d.looks)}): {looks}."]
+    n_min = f"n = {d.smallest_n}" if d.smallest_n else "no n up to 64"
+    mde_fixed, mde_look = float(t["mde_dz_fixed"].min()), float(t["mde_dz_look"].min())
+    at_look = (f"d_z ≥ {mde_look:.2f} at this look's sequential boundary" if np.isfinite(mde_look)
+               else "no effect size reaches it at this look's sequential boundary")
+    power = f"With {d.n_pairs} pairs no power can be stated."
+    if np.isfinite(mde_fixed):
+        power = (f"With {d.n_pairs} pairs, 80% power needs d_z ≥ {mde_fixed:.2f} at α/m = "
+                 f"{plan.alpha / m:.3g}, and {at_look}.")
+    out.append(f"The smallest n at which any verdict is possible under this plan: {n_min} "
+               f"(min_seeds {plan.min_seeds}). {power}")
+    if (t["n_pairs"] > plan.max_seeds).any():
+        out.append(f"**Beyond plan**: more than N_max = {plan.max_seeds} pairs; no alpha is left once a look "
+                   "at N_max was made.")
+    scale, unit = stats.display_scale(a.metric)
+    step = (f"Quantisation step {d.step_how} = {d.step * scale:.3g}{unit}: differences are rounded to it."
+            if d.step else f"Quantisation: {d.step_how}.")
+    out.append(step)
+    out += _divergence_lines(a)
+    stop = a.info.parent_tags.get(names.TAG_STOP_REASON)
+    if stop:
+        why = {names.STOP_DECIDED: "every declared comparison was decided",
+               names.STOP_MAX_SEEDS: f"N_max = {plan.max_seeds} seeds reached, not every comparison decided",
+               names.STOP_INTERRUPTED: "the run was interrupted (resume it with `python -m sweeps resume`)"}
+        out.append(f"**Stopped adding seeds** (`--until-decided`): {why.get(stop, stop)}.")
+    if d.plan_defaults_note:
+        out.append(d.plan_defaults_note)
+    return out
+
+
+def _divergence_lines(a: Analysis) -> list[str]:
+    """Divergence per comparison (exact test) and the completed-only sensitivity check."""
+    t, out = a.decision.table, []
+    for r in t.itertuples():
+        if r.diverged_arm or r.diverged_reference:
+            out.append(f"Divergence, {r.arm} vs {r.reference}: {r.diverged_arm} vs {r.diverged_reference} of "
+                       f"{r.n_pairs} paired seeds ({r.divergence_test} p {fmt.p_value(r.divergence_p)}).")
+    sens = "; ".join(f"{r.arm} − {r.reference} {fmt.diff(a.metric, r.diff_cc)} (n = {r.n_cc}, "
+                     f"t-test p {fmt.p_value(r.p_cc)})" for r in t.itertuples() if r.n_cc >= 2)
+    if sens:
+        out.append(f"Sensitivity check, completed runs only: {sens}.")
+    early = int(t["early_stopped"].sum())
+    if early:
+        out.append(f"{early} run(s) stopped early by ASHA are left out: early stopping belongs to searches.")
+    return out
+
+
 def _excluded_sentence(a: Analysis) -> str:
     total = len(a.values)
     if a.excluded.empty:
@@ -50,7 +136,12 @@ def _excluded_sentence(a: Analysis) -> str:
                         for r in g.head(6).itertuples())
         more = f" and {len(g) - 6} more" if len(g) > 6 else ""
         parts.append(f"{len(g)} {reason} ({who}{more})")
-    return f"Not in the statistics: {len(a.excluded)} of {total} runs — " + "; ".join(parts) + "."
+    where = "the statistics" if a.decision is None else "the per-arm summaries"
+    text = f"Not in {where}: {len(a.excluded)} of {total} runs — " + "; ".join(parts) + "."
+    d = a.decision
+    if d is not None and d.failure_value is not None and (a.excluded["reason"] == "diverged").any():
+        text += f" Diverged runs count in the verdicts (intention to treat), at {d.failure_how}."
+    return text
 
 
 def health_line(a: Analysis) -> str:
@@ -134,9 +225,15 @@ def _ablation_lines(a: Analysis) -> list[str]:
             f"{r.arm}: {fmt.value(a.metric, r.mean)} (n = {r.n})" for r in a.summary.itertuples()))
     else:
         prim = a.comparisons[a.comparisons["role"] == "primary"]
-        prim = prim.sort_values(["significant", "p"], ascending=[False, True])
-        lines += [f"- {_comparison_sentence(r, a.metric, a.alpha)}" for _, r in prim.iterrows()]
-        lines += _power_line(a, prim)
+        if a.decision is not None and not a.decision.table.empty:
+            extra = a.decision.table[["dz_low", "dz_high"]].set_index(a.decision.table.index)
+            prim = prim.reset_index(drop=True).join(extra.reset_index(drop=True))
+            lines += [f"- {_verdict_sentence(r, a)}" for _, r in prim.iterrows()]
+            lines += plan_lines(a)
+        else:
+            prim = prim.sort_values(["significant", "p"], ascending=[False, True])
+            lines += [f"- {_comparison_sentence(r, a.metric, a.alpha)}" for _, r in prim.iterrows()]
+            lines += _power_line(a, prim)
     lines.append(_excluded_sentence(a))
     return lines
 

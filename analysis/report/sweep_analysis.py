@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis import compute, importance, rungs, stats, study
+from analysis import compute, importance, rungs, stats, study, verdicts
 from analysis.loading import SweepInfo, load_history, logged_metrics, require_metric
-from analysis.report import health, prose
+from analysis.report import confirm, health, prose
 from hrm_core import names
 
 TRAIN_LOSS = names.TRAIN_LM_LOSS
@@ -71,13 +71,20 @@ class Analysis:
     # health (hrm.alert.* / hrm.alerts tags)
     health: pd.DataFrame = field(default_factory=pd.DataFrame)  # per run: status and alerts
     alerts: pd.DataFrame = field(default_factory=pd.DataFrame)  # per fired alert: run, rule, step, message
+    # ablations: the declared family's verdicts at this look (analysis.verdicts)
+    decision: verdicts.Decision | None = None
+    min_seeds: int | None = None  # --min-seeds / --max-seeds, over the sweep's own keys
+    max_seeds: int | None = None
+    confirmation: confirm.Confirmation | None = None  # searches: the confirmation stage, if it ran
 
 
 def history_metrics(runs: pd.DataFrame, metric: str) -> list[str]:
     """The histories a report draws: the primary metric, training loss, ACT steps and
     every variant metric the runs logged."""
     logged = logged_metrics(runs)
-    wanted = [metric, TRAIN_LOSS, names.EVAL_STEPS, names.EVAL_EXACT_ACCURACY]
+    # curves: val/* (every eval) where the data has a val split; eval/* (test) is then one final point
+    wanted = [metric, names.on_split(metric, names.VAL), TRAIN_LOSS, names.VAL_STEPS,
+              names.VAL_EXACT_ACCURACY, names.EVAL_STEPS, names.EVAL_EXACT_ACCURACY]
     wanted += [m for m in logged if m.startswith(VARIANT_PREFIXES)]
     wanted += [names.COMPUTE_TRAIN_FLOPS, *HEALTH_METRICS]
     return list(dict.fromkeys(m for m in wanted if m in logged))
@@ -92,6 +99,8 @@ def analyse(
     alpha: float = stats.ALPHA,
     ci_method: str = "t",
     target: float | None = None,
+    min_seeds: int | None = None,
+    max_seeds: int | None = None,
 ) -> Analysis:
     """Primary values, outcome counts, group summaries and arm-vs-control statistics
     (ablations) or rung leaderboards and parameter importances (searches), compute to
@@ -102,14 +111,17 @@ def analyse(
         require_metric(runs, metric)
     metric = metric or info.objective
     mode = mode or (info.mode if metric == info.objective else stats.metric_mode(metric))
+    runs, stage = confirm.split_stage(runs)  # a search's confirmation stage: analysed on its own
     if history is None:
         history = load_history(runs, history_metrics(runs, metric), info.tracking_uri)
+    elif len(stage):
+        history = history[history["run_id"].isin(runs["run_id"])]
     values = stats.run_values(runs, metric, history)
     a = Analysis(
         info=info, runs=runs, history=history, metric=metric, mode=mode, alpha=alpha, ci_method=ci_method,
         kind=info.kind or ("search" if info.optuna_study else "ablation"), control="",
         metric_logged=metric in logged_metrics(runs), values=values, counts=stats.outcome_counts(runs),
-        excluded=_excluded(runs, values),
+        excluded=_excluded(runs, values), min_seeds=min_seeds, max_seeds=max_seeds,
     )
     steps = values.loc[values["used"], "final_step"].dropna()
     if steps.nunique() > 1:
@@ -122,6 +134,10 @@ def analyse(
     _analyse_compute(a, target)
     a.health, a.alerts = health.run_health(runs, a.kind)
     a.conclusion = prose.conclusion(a)
+    if a.kind == "search":  # the headline: the confirmed effect (analysis/report/confirm.py)
+        a.confirmation = confirm.analyse_confirm(info, stage, alpha)
+        if a.confirmation is not None and a.confirmation.headline:
+            a.conclusion = f"{a.confirmation.headline}\n\n{a.conclusion}"
     return a
 
 
@@ -135,15 +151,7 @@ def _excluded(runs: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
     return excluded.reset_index(drop=True)
 
 
-def _pick_control(info: SweepInfo, arms: list[str], notes: list[str]) -> str:
-    if info.control and info.control in arms:
-        return info.control
-    fallback = next((a for a in ("control", "baseline", "default") if a in arms), arms[0] if arms else "")
-    if info.control:
-        notes.append(f"The control arm '{info.control}' has no runs; comparing against '{fallback}' instead.")
-    elif fallback:
-        notes.append(f"The parent run names no control arm; comparing against '{fallback}'.")
-    return fallback
+_pick_control = verdicts.pick_control
 
 
 def _analyse_ablation(a: Analysis) -> None:
@@ -159,6 +167,34 @@ def _analyse_ablation(a: Analysis) -> None:
         a.comparisons = stats.compare_metrics(
             a.runs, a.control, a.metric, a.mode, exploratory, a.alpha, a.ci_method  # type: ignore[arg-type]
         )
+        a.decision = verdicts.evaluate(a.info, a.runs, a.values, a.metric, a.mode, a.control, a.alpha,
+                                       a.min_seeds, a.max_seeds)
+        a.comparisons = _with_verdicts(a)
+
+
+def _with_verdicts(a: Analysis) -> pd.DataFrame:
+    """The comparisons with the primary metric's rows replaced by the declared family's
+    verdicts (intention to treat, sequential boundary, family-level intervals)."""
+    t = a.decision.table if a.decision is not None else pd.DataFrame()
+    rest = a.comparisons[a.comparisons["role"] != "primary"] if len(a.comparisons) else a.comparisons
+    if t.empty:
+        return rest.reset_index(drop=True)
+    looks = len(a.decision.looks)
+    method = "Bonferroni-simultaneous" + (" repeated" if looks > 1 else "")
+    prim = pd.DataFrame({
+        "metric": a.metric, "arm": t["arm"], "control": t["reference"], "label": t["label"],
+        "role": "primary",
+        "n_arm": t["n_pairs"], "n_control": t["n_pairs"], "n_pairs": t["n_pairs"],
+        "test": "paired t + sign-flip", "diff": t["diff"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
+        "ci_method": method, "statistic": t["t"], "df": t["n_pairs"] - 1, "p": t["p"],
+        "effect": t["dz"], "effect_kind": "d_z", "wilcoxon_p": float("nan"), "sign_flip_p": t["sign_flip_p"],
+        "sd_diff": t["sd_diff"], "note": t["reason"], "ci_clipped": False, "mean_arm": t["mean_arm"],
+        "mean_control": t["mean_reference"], "p_holm": stats.holm(t["p"].to_numpy()),
+        "significant": t["rejected"], "verdict": t["verdict"],
+    })
+    lo, hi, cut = stats.clip_interval(prim["ci_low"], prim["ci_high"], stats.diff_bounds(a.metric))
+    prim["ci_low"], prim["ci_high"], prim["ci_clipped"] = lo, hi, cut
+    return pd.concat([prim, rest], ignore_index=True)
 
 
 def _analyse_search(a: Analysis) -> None:
@@ -198,6 +234,12 @@ def _open_study(a: Analysis):
 def _search_importances(a: Analysis, persisted) -> None:
     """From the persisted Optuna study; else |Spearman rho| with every trial compared at
     the lowest rung, which every trial reached."""
+    n_trials = int(a.board_runs["value_at_common_rung"].notna().sum()) if a.common_rung is not None else 0
+    why = importance.guard(len(a.search_params), n_trials)
+    if why:
+        a.importance_method = f"no importances: {why}"
+        a.notes.append(f"No parameter importances: {why}.")
+        return
     if persisted is not None:
         try:
             a.importances, a.importance_method = importance.study_importances(persisted)
@@ -217,12 +259,21 @@ def _analyse_compute(a: Analysis, target: float | None) -> None:
     trial's for searches)."""
     a.compute_logged = names.COMPUTE_TRAIN_FLOPS in logged_metrics(a.runs)
     by = "run_id" if a.kind == "search" else "arm"
+    # with a val split, eval/* (test) is one final point: the curve, and its default target, are val/*
+    val = names.on_split(a.metric, names.VAL)
+    curve_metric = val if val != a.metric and (a.history["key"] == val).any() else a.metric
+    finals = a.values
+    if curve_metric != a.metric:
+        last = a.history[a.history["key"] == curve_metric].sort_values("step").groupby("run_id").tail(1)
+        finals = a.values.drop(columns="value").merge(last[["run_id", "value"]], on="run_id")
     if target is not None:
         a.target, a.target_how = float(target), "set with the TARGET option"
     elif a.metric_logged:
-        a.target, a.target_how = compute.default_target(a.values, a.mode, by)  # type: ignore[arg-type]
+        a.target, a.target_how = compute.default_target(finals, a.mode, by)  # type: ignore[arg-type]
+        if curve_metric != a.metric:
+            a.target_how += f" of {curve_metric} (the curves are on the validation split)"
     if not (a.compute_logged and a.metric_logged):
         return
-    a.curve = compute.metric_vs_compute(a.history, a.metric)
+    a.curve = compute.metric_vs_compute(a.history, curve_metric)
     a.to_target = compute.compute_to_target(a.curve, a.target, a.mode)  # type: ignore[arg-type]
 

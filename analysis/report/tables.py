@@ -124,61 +124,84 @@ def comparison_table(a: Analysis, role: str = "primary") -> pd.DataFrame:
             return _note(f"no run has logged {a.metric} yet")
         return _note("nothing to compare (one arm)")
     c = a.comparisons[a.comparisons["role"] == role]
-    n = [f"{p} pairs" if t == "paired t" else f"{na} vs {nc}"
+    n = [f"{p} pairs" if t.startswith("paired") else f"{na} vs {nc}"
          for p, t, na, nc in zip(c["n_pairs"], c["test"], c["n_arm"], c["n_control"], strict=True)]
     rows = list(c.itertuples())
-    return pd.DataFrame({
+    step = a.decision.step if (a.decision is not None and role == "primary") else None
+    out = pd.DataFrame({
         "metric": c["metric"], "arm": c["arm"], "vs": c["control"], "test": c["test"], "n": n,
-        "difference": [fmt.diff(r.metric, r.diff) for r in rows],
-        "95% CI": [fmt.diff_interval(r.metric, r.ci_low, r.ci_high) + ("*" if r.ci_clipped else "")
-                   for r in rows],
+        "difference": [fmt.diff(r.metric, fmt.on_step(r.diff, step)) for r in rows],
+        "95% CI": [_diff_ci(r, step) for r in rows],
         "p": c["p"].map(fmt.p_number), "p (Holm)": c["p_holm"].map(fmt.p_number),
         "effect": [fmt.effect(r.effect, r.effect_kind) for r in rows],
         "Wilcoxon p": [fmt.p_number(x) if np.isfinite(x) else "" for x in c["wilcoxon_p"]],
         "verdict": c["verdict"], "note": c["note"],
     }).reset_index(drop=True)
+    if role == "primary" and "sign_flip_p" in c.columns:  # the declared family's verdict rule
+        out = out.drop(columns=["Wilcoxon p"]).rename(columns={"95% CI": "95% CI (family)",
+                                                               "note": "reason"})
+        out.insert(out.columns.get_loc("p (Holm)") + 1, "sign-flip p",
+                   [fmt.p_number(x) if np.isfinite(x) else "" for x in c["sign_flip_p"]])
+        out.insert(2, "question", c["label"].fillna("").to_numpy())
+    return out
+
+
+def _diff_ci(r, step: float | None) -> str:
+    """A comparison's interval, rounded to the quantisation step; 'no interval' with NaN bounds."""
+    if not (np.isfinite(r.ci_low) and np.isfinite(r.ci_high)):
+        return "no interval (see the reason)"
+    lo, hi = fmt.on_step(r.ci_low, step), fmt.on_step(r.ci_high, step)
+    return fmt.diff_interval(r.metric, lo, hi) + ("*" if r.ci_clipped else "")
 
 
 def forest_rows(a: Analysis) -> pd.DataFrame:
-    """What the forest plot draws: each arm's difference to the control on the primary
-    metric with its CI (in display units: points for rates), verdict and a label."""
+    """What the forest plot draws: each declared comparison's difference on the primary
+    metric with its family-level CI (in display units: points for rates), verdict and a
+    label ("arm", or "arm vs reference" when the reference is not the control)."""
     cols = ["arm", "diff", "ci_low", "ci_high", "verdict", "label"]
     c = a.comparisons
     if c.empty or not (c["role"] == "primary").any():
         return pd.DataFrame(columns=cols)
-    c = c[c["role"] == "primary"].set_index("arm")
-    order = [x for x in a.arm_order if x in c.index] + [x for x in c.index if x not in a.arm_order]
-    c = c.loc[order]
+    c = c[c["role"] == "primary"]
+    rank = {x: i for i, x in enumerate(a.arm_order)}
+    c = c.assign(_k=c["arm"].map(rank).fillna(len(rank))).sort_values("_k", kind="mergesort")
     scale, _ = stats.display_scale(a.metric)
     labels = []
     for r in c.itertuples():
+        head = fmt.diff(a.metric, r.diff)
         if r.verdict == "no test":
-            labels.append(f"{fmt.diff(a.metric, r.diff)}: no test ({r.note})")
-        else:
-            ci = fmt.diff_interval(a.metric, r.ci_low, r.ci_high)
-            labels.append(f"{fmt.diff(a.metric, r.diff)} ({ci})\n{r.verdict}, Holm p {fmt.p_value(r.p_holm)}")
-    return pd.DataFrame({"arm": c.index, "diff": c["diff"].to_numpy() * scale,
+            labels.append(f"{head}: no test ({r.note})")
+            continue
+        ci = fmt.diff_interval(a.metric, r.ci_low, r.ci_high) if np.isfinite(r.ci_low) else "no interval"
+        labels.append(f"{head} ({ci})\n{r.verdict}, Holm p {fmt.p_value(r.p_holm)}")
+    pairs = zip(c["arm"], c["control"], strict=True)
+    shown = [arm if ref == a.control else f"{arm} vs {ref}" for arm, ref in pairs]
+    return pd.DataFrame({"arm": shown, "diff": c["diff"].to_numpy() * scale,
                          "ci_low": c["ci_low"].to_numpy() * scale, "ci_high": c["ci_high"].to_numpy() * scale,
                          "verdict": c["verdict"].to_numpy(), "label": labels}, columns=cols)
 
 
 def power_table(a: Analysis) -> pd.DataFrame:
-    """What the paired design can detect: power at stated effect sizes and the 80%-power
-    minimum detectable effect, per arm's number of pairs."""
-    c = a.comparisons
-    if not c.empty:
-        c = c[(c["role"] == "primary") & (c["test"] == "paired t")]
-    if c.empty:
+    """What the paired design can detect, per declared comparison: power at stated effect
+    sizes at the family's first Holm step (alpha / m, one look) and the 80%-power minimum
+    detectable d_z there and at this look's sequential boundary, also in the metric's units."""
+    d = a.decision
+    if d is None or d.table.empty:
         return _note("no paired comparison: power not computed")
-    rows = []
-    for _, r in c.iterrows():
+    m, rows = len(d.table), []
+    for _, r in d.table.iterrows():
         n = int(r["n_pairs"])
-        mde = stats.min_detectable_dz(n, a.alpha)
-        power = {f"power at d_z = {d:g}": fmt.share(stats.power_paired_t(d, n, a.alpha))
-                 for d in (0.5, 1.0, 2.0)}
+        if n < 2:
+            rows.append({"arm": r["arm"], "vs": r["reference"], "pairs": fmt.count(n),
+                         "note": "fewer than 2 pairs: no power"})
+            continue
+        power = {f"power at d_z = {x:g}": fmt.share(stats.power_paired_t(x, n, a.alpha / m))
+                 for x in (0.5, 1.0, 2.0)}
         rows.append({
-            "arm": r["arm"], "pairs": fmt.count(n), **power, "MDE d_z (80% power)": fmt.effect(mde),
-            "MDE": fmt.diff(a.metric, mde * r["sd_diff"], signed=False),
+            "arm": r["arm"], "vs": r["reference"], "pairs": fmt.count(n), **power,
+            f"MDE d_z at α/m = {a.alpha / m:.3g}": fmt.effect(r["mde_dz_fixed"]),
+            "MDE d_z at this look": fmt.effect(r["mde_dz_look"]),
+            "MDE at this look": fmt.diff(a.metric, r["mde_dz_look"] * r["sd_diff"], signed=False),
         })
     return pd.DataFrame(rows)
 

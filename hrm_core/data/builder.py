@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from hrm_core import names
 from hrm_core.data.format import DatasetError, dataset_fingerprint, write_identifiers, write_split
 
 P = TypeVar("P")
@@ -29,6 +30,40 @@ P = TypeVar("P")
 
 class BuildError(RuntimeError):
     """The recipe is valid but cannot be fulfilled (unreachable difficulty, bad CSV, ...)."""
+
+
+# ----- the validation split ----------------------------------------------------------------------
+VAL_SPLIT = names.VAL  # the split's directory, val/ (its metrics are val/*)
+# The val carve's own random stream ([seed, _STREAM_VAL]); the builders use 1..3 for theirs.
+_STREAM_VAL = 7
+
+
+def check_val_size(val_size: int, pool: int | None = None, what: str = "train puzzles") -> None:
+    """Raise ValueError (one line, naming ``--val-size``) unless 0 <= val_size < pool."""
+    if val_size < 0:
+        raise ValueError(f"--val-size must be >= 0, got {val_size}")
+    if pool is not None and val_size and val_size >= pool:
+        raise ValueError(f"--val-size ({val_size}) must be smaller than the {pool} {what} it is carved from")
+
+
+def carve_val(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices of ``n`` base puzzles, each in order: a seeded ``val_size`` subset is
+    the validation split, the rest stays train. Carved before augmentation, so no augmented copy
+    of a val puzzle is in train; ``val_size`` 0 keeps every puzzle in train (today's bytes)."""
+    if not val_size:
+        return np.arange(n), np.arange(0)
+    if val_size >= n:
+        raise BuildError(f"--val-size {val_size} leaves none of the {n} train puzzles for training")
+    val = np.sort(np.random.default_rng([seed, _STREAM_VAL]).choice(n, size=val_size, replace=False))
+    keep = np.ones(n, dtype=bool)
+    keep[val] = False
+    return np.flatnonzero(keep), val
+
+
+def add_val_size_arg(p: argparse.ArgumentParser, unit: str = "puzzles") -> None:
+    """``--val-size N``: base train puzzles carved off as the validation split (default 0: none)."""
+    p.add_argument("--val-size", type=int, default=0,
+                   help=f"train {unit} carved off as a validation split, before augmentation (default 0)")
 
 
 # ----- publishing ------------------------------------------------------------------------------
@@ -102,7 +137,8 @@ def write_build_info(
         "argv": params.to_argv(),
         "cli_argv": cli_argv,
         "seed": params.seed,
-        "params": asdict(params),
+        # val_size 0 (no val split) is left out, so such a build's record stays as it always was
+        "params": {k: v for k, v in asdict(params).items() if k != "val_size" or v},
         **(recipe_notes or {}),
         "fingerprint": dataset_fingerprint(out),
         "counts": counts,
@@ -147,16 +183,21 @@ def subsample(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray:
 
 # ----- command line ----------------------------------------------------------------------------
 def write_train_test(params: Any, train: dict, test: dict, metadata: Callable[[dict], Any], *, builder: str,
-                     kind: str, cli_argv: list[str] | None, counts: dict | None = None) -> dict:
-    """Write a dataset of one set (``all``) with a train and a test split and no puzzle names
-    (only the ``<blank>`` identifier), atomically (``staged_output``); returns its build info.
-    ``metadata(split)`` gives a split's metadata; ``counts`` adds to the split counts."""
+                     kind: str, cli_argv: list[str] | None, counts: dict | None = None,
+                     val: dict | None = None) -> dict:
+    """Write a dataset of one set (``all``) with a train, a test and (``val`` given) a val split
+    and no puzzle names (only the ``<blank>`` identifier), atomically (``staged_output``); returns
+    its build info. ``metadata(split)`` gives a split's metadata; ``counts`` adds to the split counts."""
     with staged_output(params.output_dir) as tmp:
         write_split(tmp, "train", metadata(train), {"all": train})
         write_split(tmp, "test", metadata(test), {"all": test})
+        if val is not None:
+            write_split(tmp, VAL_SPLIT, metadata(val), {"all": val})
         write_identifiers(tmp, ["<blank>"])
         counts = {"train_groups": len(train["group_indices"]) - 1, "train_examples": len(train["inputs"]),
                   "test_examples": len(test["inputs"]), **(counts or {})}
+        if val is not None:
+            counts["val_examples"] = len(val["inputs"])
         return write_build_info(tmp, params, builder=builder, kind=kind, cli_argv=cli_argv, counts=counts)
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Callable
 
+from hrm_core import names
 from hrm_core.config.schema import TrainConfig
 from hrm_core.errors import UserError
 from hrm_core.paths import project_root
@@ -17,6 +18,8 @@ __all__ = [
     "data_config",
     "stage_data_paths",
     "default_data_dir",
+    "recipe_data_dir",
+    "require_val_split",
     "resolve_data_path",
 ]
 
@@ -72,13 +75,21 @@ def stage_data_paths(cfg: TrainConfig, default_path: str, log: Callable[[str], N
     return paths
 
 
-def default_data_dir(name: str) -> str:
-    return os.path.join(project_root(), "data", name)
+def default_data_dir(name: str, val_size: int = 0) -> str:
+    """``data/<name>``; a recipe with a validation split builds into ``data/<name>-val<N>``, so a
+    dataset with and one without a val split never share a directory."""
+    return os.path.join(project_root(), "data", f"{name}-val{val_size}" if val_size else name)
+
+
+def recipe_data_dir(data) -> str:
+    """The default directory of a data config (a ``DataConfig``): by name and its recipe's val size."""
+    val_size = int((data.build.args if data.build is not None else {}).get(names.VAL_SIZE_KEY) or 0)
+    return default_data_dir(data.name, val_size)
 
 
 def resolve_data_path(cfg: TrainConfig, build: bool = True, log: Callable[[str], None] = print) -> str:
     """Absolute dataset path; builds a built-in dataset when it is missing and has a recipe."""
-    path = cfg.data_path or default_data_dir(cfg.data.name)
+    path = cfg.data_path or recipe_data_dir(cfg.data)
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(os.path.join(path, "train")):
         return path
@@ -103,3 +114,21 @@ def resolve_data_path(cfg: TrainConfig, build: bool = True, log: Callable[[str],
                 shutil.rmtree(path)
             os.replace(tmp, path)
     return path
+
+
+def require_val_split(cfg: TrainConfig, path: str | None = None) -> None:
+    """Raise a one-line UserError unless ``cfg``'s dataset has a validation split: a search selects
+    on val/*, and the test split is read only by the final evaluation and by confirmation.
+    Without ``path``, the recipe is checked (before any build); with it, the directory."""
+    if path is not None:
+        if os.path.isdir(os.path.join(path, names.VAL)):
+            return
+        where = f"dataset {path} has no val/ split"
+    elif cfg.data_path is not None or cfg.data.build is None:
+        return  # the user's own directory: checked once resolved
+    elif int(cfg.data.build.args.get(names.VAL_SIZE_KEY) or 0) > 0:
+        return
+    else:
+        where = f"data config '{cfg.data.name}' builds no val split"
+    raise UserError(f"{where}, so it cannot be searched: set data.build.args.val_size (or build with the "
+                    f"builder's --val-size N) to carve a validation split from the training puzzles")

@@ -23,7 +23,9 @@ at most once per run, at its first firing, with a one-line message. Rules
   train value) > ``gate_saturation`` at a report after ``gate_after_step`` (default: the
   lr warm-up; gates start at sigmoid(gate_init_bias) ~ 0.1, counted as saturated).
 - ``eval_collapse``: ``eval_metric`` fell below ``peak - max(eval_abs_drop,
-  eval_rel_drop x peak)`` once its peak reached ``eval_min_peak``.
+  eval_rel_drop x peak)`` once its peak reached ``eval_min_peak``. On a dataset with a
+  validation split the rule watches the metric's ``val/*`` counterpart (``eval/*``, the test
+  split, is logged at the final step only).
 
 The monitor's state (histories, streaks, peak, fired rules) is part of the checkpoint,
 so a resumed run neither fires a rule again nor forgets one it was building up.
@@ -48,8 +50,8 @@ def _fmt(x: float) -> str:
 
 
 def is_report(metrics: Mapping[str, float]) -> bool:
-    """An eval step's record: it carries eval or diag metrics."""
-    return any(k.startswith((names.EVAL + "/", names.DIAG_PREFIX)) for k in metrics)
+    """An eval step's record: it carries eval, val or diag metrics."""
+    return any(k.startswith((names.EVAL + "/", names.VAL + "/", names.DIAG_PREFIX)) for k in metrics)
 
 
 class AlertRules:
@@ -146,16 +148,16 @@ class AlertRules:
         return None
 
     def _eval_collapse(self, step: int, m: Mapping[str, float]) -> str | None:
-        c = self.cfg
-        if c.eval_metric not in m or not math.isfinite(float(m[c.eval_metric])):
+        c, key = self.cfg, names.watched(m, self.cfg.eval_metric)  # on val/* when the data has a val split
+        if key not in m or not math.isfinite(float(m[key])):
             return None
-        v, peak = float(m[c.eval_metric]), self.state["peak"]
+        v, peak = float(m[key]), self.state["peak"]
         if peak is None or v > peak:
             self.state["peak"], self.state["peak_step"] = v, step
             return None
         drop = max(c.eval_abs_drop, c.eval_rel_drop * peak)
         if peak >= c.eval_min_peak and v < peak - drop:
-            return (f"{c.eval_metric} fell to {_fmt(v)} from its peak {_fmt(peak)} "
+            return (f"{key} fell to {_fmt(v)} from its peak {_fmt(peak)} "
                     f"at step {self.state['peak_step']}")
         return None
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from hrm_core import names
+
 __all__ = ["Callback", "CallbackList", "JsonlSink", "ProgressBar", "RunInfo"]
 
 
@@ -154,8 +156,9 @@ class ProgressBar(Callback):
         self.bar.set_postfix(self.postfix, refresh=False)
 
     def on_eval(self, step, metrics):
-        if "eval/exact_accuracy" in metrics:
-            self.postfix["eval_exact"] = f"{metrics['eval/exact_accuracy']:.3f}"
+        for split in (names.VAL, names.EVAL):
+            if names.metric(split, names.EXACT_ACCURACY) in metrics:
+                self.postfix[f"{split}_exact"] = f"{metrics[names.metric(split, names.EXACT_ACCURACY)]:.3f}"
 
     def on_run_end(self, step, outcome, error=None):
         if self.bar is not None:

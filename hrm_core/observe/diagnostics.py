@@ -90,7 +90,7 @@ class Diagnostics:
         device = device or params[0].device
         # [sum q_halt, sum q_continue, rows, halted rows at segment 0..max]: float64 on the device
         self._acc = torch.zeros(3 + self.size, dtype=torch.float64, device=device)
-        self._eval_counts: list[float] | None = None
+        self._eval_counts: dict[str, list[float]] = {}  # split (eval, val) -> halting counts
         self._grad_norm: torch.Tensor | None = None
         self._snapshot: dict[str, list[torch.Tensor]] | None = None
         self._ratios: dict[str, torch.Tensor] = {}
@@ -144,9 +144,9 @@ class Diagnostics:
         rows = torch.where(halt_at[:n_valid] == 0, halt_max_steps, halt_at[:n_valid])
         counts.index_add_(0, rows.clamp(0, counts.numel() - 1), torch.ones_like(rows, dtype=counts.dtype))
 
-    def set_eval_counts(self, counts: torch.Tensor) -> None:
-        """The eval halting counts (already reduced over ranks), logged with the next report."""
-        self._eval_counts = counts.tolist()
+    def set_eval_counts(self, counts: torch.Tensor, split: str = names.EVAL) -> None:
+        """A split's eval halting counts (already reduced over ranks), logged with the next report."""
+        self._eval_counts[split] = counts.tolist()
 
     # --- the report ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -160,15 +160,15 @@ class Diagnostics:
             out[names.DIAG_Q_HALT_MEAN] = acc[0] / acc[2]
             out[names.DIAG_Q_CONTINUE_MEAN] = acc[1] / acc[2]
         out.update(halting_metrics(acc[3:], halt_max_steps, names.TRAIN))
-        if self._eval_counts is not None:
-            out.update(halting_metrics(self._eval_counts, halt_max_steps, names.EVAL))
+        for split, counts in self._eval_counts.items():
+            out.update(halting_metrics(counts, halt_max_steps, split))
         for g, (diff, norm) in ((g, t.tolist()) for g, t in self._ratios.items()):
             if norm > 0:
                 out[names.DIAG_UPDATE_RATIO.format(group=g)] = math.sqrt(diff) / math.sqrt(norm)
         if self.puzzle is not None:
             out.update(self.puzzle.change_report())  # the same on every rank: all rows are gathered
         self._acc.zero_()
-        self._eval_counts, self._grad_norm, self._ratios = None, None, {}
+        self._eval_counts, self._grad_norm, self._ratios = {}, None, {}
         return out
 
     # --- checkpoints ------------------------------------------------------------------------
@@ -187,6 +187,7 @@ class Diagnostics:
         n = min(acc.numel(), self._acc.numel())
         self._acc.zero_()
         self._acc[:n] = acc[:n]
-        self._eval_counts = state.get("eval_counts")
+        counts = state.get("eval_counts") or {}
+        self._eval_counts = counts if isinstance(counts, dict) else {names.EVAL: counts}  # older: test only
         if self.puzzle is not None and state.get("puzzle") is not None:
             self.puzzle.load_tracking_state(state["puzzle"])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hrm_core import names
 from hrm_core.config.schema import TrainConfig
 from hrm_core.errors import UserError
 from hrm_core.model.reference import strip_compile_prefix
@@ -188,7 +189,7 @@ class Checkpoints:
             return True
         # The best eval so far is kept even when periodic checkpoints are off.
         return bool(eval_metrics) and cfg.checkpoint_keep_best and self.retention.is_better(
-            eval_metrics.get(cfg.checkpoint_metric))
+            eval_metrics.get(names.watched(eval_metrics, cfg.checkpoint_metric)))  # val/*: never test
 
     def save(self, step: int, state: dict, eval_metrics: dict[str, float] | None) -> tuple[str, bool]:
         """Write this rank's file; note a new best and prune (rank 0). -> (path, is it the best)."""
@@ -196,7 +197,7 @@ class Checkpoints:
         if self.ctx.rank:
             path = path.replace(".pt", f".rank{self.ctx.rank}.pt")
         save(path, state)
-        metric = self.cfg.checkpoint_metric
+        metric = names.watched(eval_metrics or {}, self.cfg.checkpoint_metric)  # val/* when there is one
         value = (eval_metrics or {}).get(metric)
         is_best = self.retention.is_better(value)
         if is_best:

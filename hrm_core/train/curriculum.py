@@ -1,5 +1,5 @@
 """The run's curriculum: its stages (one implicit stage without a curriculum), each with its
-architecture overrides and its dataset (train and test splits, the dataset's evaluator), and
+architecture overrides and its dataset (train, test and val splits, the dataset's evaluator), and
 the sampler over the current stage's training split. Weights and optimizer state carry
 over a stage switch; the trainer starts the ACT carry afresh."""
 
@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hrm_core import names
 from hrm_core.config.schema import ArchConfig, TrainConfig
 from hrm_core.data.evaluators import Evaluator, evaluator_for
 from hrm_core.data.format import PuzzleSplit, load_metadata, open_split
@@ -24,18 +25,36 @@ class StageData:
     path: str
     train_split: PuzzleSplit
     eval_split: PuzzleSplit | None  # None: the dataset has no test split
-    evaluator: Evaluator | None  # the dataset's own evaluation (ARC), if any
+    evaluator: Evaluator | None  # the dataset's own evaluation (ARC, on test), if any
+    val_split: PuzzleSplit | None = None  # None: no validation split (built with val_size 0)
+
+    def split(self, name: str) -> PuzzleSplit | None:
+        """The split evaluations of ``name`` (``names.EVAL``: test, ``names.VAL``) read."""
+        return self.val_split if name == names.VAL else self.eval_split
+
+    @property
+    def periodic(self) -> str:
+        """The split evaluated at every eval step: val when the dataset has one, else test (eval)."""
+        return names.VAL if self.val_split is not None else names.EVAL
+
+
+def _open_like(path: str, split: str, train: PuzzleSplit) -> PuzzleSplit | None:
+    """``split`` of the dataset at ``path`` (None when absent), checked to fit ``train``'s shapes."""
+    if not os.path.isdir(os.path.join(path, split)):
+        return None
+    opened = open_split(path, split)
+    tm, em = train.metadata, opened.metadata
+    if (em.seq_len, em.vocab_size) != (tm.seq_len, tm.vocab_size):
+        raise UserError(f"{path}: {split} split has seq_len/vocab {em.seq_len}/{em.vocab_size}, "
+                        f"train has {tm.seq_len}/{tm.vocab_size}")
+    return opened
 
 
 def open_stage_data(path: str) -> StageData:
     train = open_split(path, "train")
-    test = open_split(path, "test") if os.path.isdir(os.path.join(path, "test")) else None
-    if test is not None:
-        tm, em = train.metadata, test.metadata
-        if (em.seq_len, em.vocab_size) != (tm.seq_len, tm.vocab_size):
-            raise UserError(f"{path}: test split has seq_len/vocab {em.seq_len}/{em.vocab_size}, "
-                            f"train has {tm.seq_len}/{tm.vocab_size}")
-    return StageData(path, train, test, evaluator_for(path) if test is not None else None)
+    test = _open_like(path, "test", train)
+    val = _open_like(path, names.VAL, train)
+    return StageData(path, train, test, evaluator_for(path) if test is not None else None, val)
 
 
 def stage_archs(base_arch: ArchConfig, stages: list) -> list[ArchConfig]:

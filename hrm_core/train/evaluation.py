@@ -1,6 +1,7 @@
-"""Evaluation: the current stage's test split through every ACT segment, as the reference
-evaluates. Gives the split's ``eval/*`` metrics (per set too, when there are several), and
-the dataset's own metrics (its evaluator, e.g. ARC's) on the predictions of all ranks."""
+"""Evaluation: one split of the current stage's data through every ACT segment, as the reference
+evaluates. Gives the split's metrics (``eval/*`` for test, ``val/*`` for the validation split;
+per set too, when there are several), and on test the dataset's own metrics (its evaluator,
+e.g. ARC's) on the predictions of all ranks."""
 
 from __future__ import annotations
 
@@ -39,21 +40,24 @@ class Evaluation:
         self.cfg, self.ctx, self.device, self.run_dir = cfg, ctx, device, run_dir
 
     @torch.inference_mode()
-    def run(self, model: nn.Module, data: StageData, step: int,
-            diagnostics: Diagnostics | None) -> dict[str, float]:
-        """``eval/*`` of ``model`` (the loss head) on ``data``'s test split ({} without one)."""
-        if data.eval_split is None:
+    def run(self, model: nn.Module, data: StageData, step: int, diagnostics: Diagnostics | None,
+            split: str = names.EVAL) -> dict[str, float]:
+        """``<split>/*`` of ``model`` (the loss head) on ``data``'s ``split``: ``names.EVAL`` is
+        the test split, ``names.VAL`` the validation split ({} without that split)."""
+        evaluated = data.split(split)
+        if evaluated is None:
             return {}
+        evaluator = data.evaluator if split == names.EVAL else None  # the dataset's own metrics: test
         cfg, ctx, device = self.cfg, self.ctx, self.device
         model.eval()
         halt_max_steps = model.model.cfg.halt_max_steps
-        sets = data.eval_split.metadata.sets
+        sets = evaluated.metadata.sets
         totals = torch.zeros(len(sets), len(METRIC_KEYS), dtype=torch.float64, device=device)
         saved: dict[str, list[torch.Tensor]] = {}
         preds: list[torch.Tensor] = []
         q_halts: list[torch.Tensor] = []
         halt_counts = diagnostics.eval_counts(device) if diagnostics is not None else None
-        batches = eval_batches(data.eval_split, cfg.global_batch_size, ctx.rank, ctx.world_size)
+        batches = eval_batches(evaluated, cfg.global_batch_size, ctx.rank, ctx.world_size)
         for set_name, batch, n_valid in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             carry, halt_at = model.initial_carry(batch), None
@@ -65,7 +69,7 @@ class Evaluation:
                 Diagnostics.add_eval_rows(halt_counts, halt_at, n_valid, halt_max_steps)
             assert bool(all_halted), "eval rows must all halt at halt_max_steps"
             totals[sets.index(set_name)] += sums
-            if data.evaluator is not None:
+            if evaluator is not None:
                 preds.append(outputs["logits"][:n_valid].argmax(-1).to(torch.int32).cpu())
                 q_halts.append(outputs["q_halt_logits"][:n_valid].float().cpu())
             for key in cfg.eval_save_outputs:
@@ -74,18 +78,19 @@ class Evaluation:
                     saved.setdefault(key, []).append(source[key].cpu())
         all_reduce_sum(totals, ctx)
         if halt_counts is not None:
-            diagnostics.set_eval_counts(all_reduce_sum(halt_counts, ctx))
+            diagnostics.set_eval_counts(all_reduce_sum(halt_counts, ctx), split)
         model.train()
         if saved:
-            path = os.path.join(self.run_dir, f"step_{step}_all_preds.{ctx.rank}")
+            tail = "" if split == names.EVAL else f"_{split}"  # test keeps the reference's file name
+            path = os.path.join(self.run_dir, f"step_{step}_all_preds{tail}.{ctx.rank}")
             torch.save({k: torch.cat(v) for k, v in saved.items()}, path)
-        metrics = normalise(metrics_dict(totals.sum(0)), names.EVAL, cfg.global_batch_size)
-        if data.evaluator is not None:
+        metrics = normalise(metrics_dict(totals.sum(0)), split, cfg.global_batch_size)
+        if evaluator is not None:
             metrics.update(self._dataset_eval(data, preds, q_halts, step))
         if len(sets) > 1:
             for i, s in enumerate(sets):
-                for k, v in normalise(metrics_dict(totals[i]), names.EVAL, cfg.global_batch_size).items():
-                    metrics[k.replace("eval/", f"eval/{s}/", 1)] = v
+                for k, v in normalise(metrics_dict(totals[i]), split, cfg.global_batch_size).items():
+                    metrics[k.replace(f"{split}/", f"{split}/{s}/", 1)] = v
         return metrics
 
     def _dataset_eval(self, data: StageData, preds: list[torch.Tensor], q_halts: list[torch.Tensor],

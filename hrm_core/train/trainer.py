@@ -205,8 +205,13 @@ class Trainer:
             self.report.train(self.step, metrics)
 
     def _evaluate(self) -> dict[str, float]:
-        """An eval step: eval/* (returned: the checkpoint policy reads it), reported with diag/*."""
-        metrics = self.last_eval = self.evaluate()
+        """An eval step: the periodic split's metrics (val/* with a val split, else eval/*) and at the
+        final step eval/* too: test is read only there. Returned (the checkpoint policy reads it),
+        reported with diag/*."""
+        periodic = self.curriculum.data.periodic
+        metrics = self.last_eval = self.evaluate(periodic)
+        if periodic != names.EVAL and self.step == self.schedule.total_steps:
+            metrics.update(self.evaluate(names.EVAL))
         if self.cfg.curriculum.enabled and metrics:
             metrics[names.CURRICULUM_STAGE] = float(self.stage_index)
         if metrics and not self.schedule.is_log_step(self.step):
@@ -215,9 +220,10 @@ class Trainer:
         self.report.eval(self.step, {**metrics, **diag})  # diag/*: observe/diagnostics.py
         return metrics
 
-    def evaluate(self) -> dict[str, float]:
-        """eval/* of the model now, on the current stage's test split (every rank takes part)."""
-        return self.evaluation.run(self.model, self.curriculum.data, self.step, self.diagnostics)
+    def evaluate(self, split: str = names.EVAL) -> dict[str, float]:
+        """``<split>/*`` of the model now, on the current stage's test (``names.EVAL``) or val
+        (``names.VAL``) split (every rank takes part)."""
+        return self.evaluation.run(self.model, self.curriculum.data, self.step, self.diagnostics, split)
 
     def _start_run(self) -> None:
         hardware = describe(self.device, self.cfg.arch.forward_dtype, self.cfg.low_precision_gemm)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hrm_core import names
+from sweeps.prune import pruned_note
 from sweeps.reproduce.compare import Comparison, compare_metrics, format_table, matches, verdict
 from sweeps.reproduce.context import Difference, context_now, differences
 from sweeps.reproduce.load import load_original
@@ -33,6 +34,8 @@ def reproduce(run_id: str, *, device: str | None = None, tracking_uri: str | Non
     kind = original.tags.get(names.TAG_RUN_KIND, "run")
     log(f"reproducing {kind} run {run_id} ({original.run.info.run_name}, experiment {original.experiment}) "
         f"to its last step {original.last_step}")
+    if (pruned := pruned_note(client, original.tags)) is not None:
+        log(f"note: {pruned}")
     plan = make_plan(original, device=device, out=out, sets=list(sets or []), data_dir=data_dir, log=log)
     with torch_threads(plan.threads):
         now = context_now(plan)

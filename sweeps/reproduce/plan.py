@@ -103,9 +103,9 @@ def ensure_dataset(cfg, dataset: dict, data_dir: str | None,
     """The dataset path to train on, rebuilt from the recorded recipe when missing.
 
     Returns (path, note): the note says where and how it was rebuilt (None when present)."""
-    from hrm_core.data.resolve import default_data_dir
+    from hrm_core.data.resolve import default_data_dir, recipe_data_dir
 
-    recorded = os.path.abspath(cfg.data_path or dataset.get("path") or default_data_dir(cfg.data.name))
+    recorded = os.path.abspath(cfg.data_path or dataset.get("path") or recipe_data_dir(cfg.data))
     if os.path.isdir(os.path.join(recorded, "train")):
         return recorded, None
     name = os.path.basename(recorded.rstrip("/"))
