@@ -226,3 +226,20 @@ def test_importance_guard():
 def test_report_cli_seed_options(capsys, args, message):
     assert cli.main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_smoke_scale_report_says_its_results_are_not_findings(store):
+    from mlflow.tracking import MlflowClient
+
+    from analysis.report import prose
+    from analysis.report.sweep_analysis import analyse, history_metrics
+
+    uri, ids = store
+    MlflowClient(uri).set_tag(ids["old"], names.TAG_SCALE, "smoke")
+    said = {}
+    for key in ("old", "new"):
+        info, runs = loading.load_sweep(parent_run=ids[key], tracking_uri=uri)
+        history = loading.load_history(runs, history_metrics(runs, info.objective), uri)
+        said[key] = analyse(info, runs, history).conclusion
+    assert said["old"].startswith(prose.SMOKE_NOTE) and "not findings" in said["old"]
+    assert "not findings" not in said["new"]

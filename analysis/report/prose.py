@@ -238,9 +238,16 @@ def _ablation_lines(a: Analysis) -> list[str]:
     return lines
 
 
+SMOKE = "smoke"
+SMOKE_NOTE = ("**Smoke scale: a check that the pipeline runs, not an experiment. These results are "
+              "not findings.**")
+
+
 def conclusion(a: Analysis) -> str:
     """The report's first cell: what the sweep shows, in plain words with its numbers."""
     lines = _search_lines(a) if a.kind == "search" else _ablation_lines(a)
+    if a.info.parent_tags.get(names.TAG_SCALE) == SMOKE:
+        lines.insert(0, SMOKE_NOTE)
     health = health_line(a)
     if health:
         lines.append(health)
