@@ -28,6 +28,18 @@ def sudoku4_dataset(tmp_path_factory) -> str:
     return path
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """One real local Ray (2 CPUs) for the whole test module that asks for it: starting Ray
+    takes seconds, so a module's end-to-end tests share it."""
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """A real MLflow SQLite store in tmp_path, and MLFLOW_TRACKING_URI pointing at it."""

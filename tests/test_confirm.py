@@ -5,7 +5,6 @@ real local Ray and MLflow store, its runs under the same parent and the report's
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -103,16 +102,6 @@ def test_no_confirm_is_recorded_and_resume_honours_it():
 
 
 # --- end to end ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    os.environ.pop("RAY_ADDRESS", None)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_a_search_ends_with_its_confirmation_stage(ray_local, store, tmp_path, capsys):
     from analysis.loading import load_sweep

@@ -22,15 +22,6 @@ pytestmark = pytest.mark.slow
 SMOKE = "scale: smoke\n"
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    os.environ.pop("RAY_ADDRESS", None)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
 def test_ablation_arms_by_seeds_with_named_control(ray_local, store, tmp_path):
     from sweeps.runner import run_sweep
 

@@ -157,18 +157,6 @@ def test_until_decided_is_refused_before_anything_runs(store, tmp_path, capsys):
 
 
 # --- end to end: real Ray, real training, the CLI ---------------------------------------------
-@pytest.fixture(scope="module")
-def ray_local():
-    import os
-
-    import ray
-
-    os.environ.pop("RAY_ADDRESS", None)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_rounds_run_for_real_under_one_parent(ray_local, store, tmp_path, capsys):
     """Two rounds of one seed (--round 1 --max-seeds 2), extending the same parent run;
