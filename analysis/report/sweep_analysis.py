@@ -151,12 +151,9 @@ def _excluded(runs: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
     return excluded.reset_index(drop=True)
 
 
-_pick_control = verdicts.pick_control
-
-
 def _analyse_ablation(a: Analysis) -> None:
     arms = sorted(a.runs["arm"].astype(str).unique())
-    a.control = _pick_control(a.info, arms, a.notes)
+    a.control = verdicts.pick_control(a.info, arms, a.notes)
     a.summary = stats.summarize_groups(a.values, "arm", a.ci_method)
     sign = -1.0 if a.mode == "max" else 1.0
     others = a.summary[a.summary["arm"] != a.control].assign(_k=lambda d: sign * d["mean"])
@@ -262,10 +259,7 @@ def _analyse_compute(a: Analysis, target: float | None) -> None:
     # with a val split, eval/* (test) is one final point: the curve, and its default target, are val/*
     val = names.on_split(a.metric, names.VAL)
     curve_metric = val if val != a.metric and (a.history["key"] == val).any() else a.metric
-    finals = a.values
-    if curve_metric != a.metric:
-        last = a.history[a.history["key"] == curve_metric].sort_values("step").groupby("run_id").tail(1)
-        finals = a.values.drop(columns="value").merge(last[["run_id", "value"]], on="run_id")
+    finals = a.values if curve_metric == a.metric else stats.run_values(a.runs, curve_metric)
     if target is not None:
         a.target, a.target_how = float(target), "set with the TARGET option"
     elif a.metric_logged:
