@@ -11,6 +11,9 @@ batch 8 and for the tiny config at batch 64, in fp32/bf16 x eager/compile.
     python benchmarks/train_throughput.py                 # every case
     python benchmarks/train_throughput.py --cases hrm_v1:float32:compile --steps 5
 
+``gemm_seconds`` times a step's GEMMs (``flops.step_gemms``) run bare: the step's floor at
+this machine's bare-GEMM speed (reference_throughput.py and small_trials.py print it).
+
 To time the reference implementation's own code beside ours, case by case, on the same
 machine: benchmarks/reference_throughput.py --reference-dir PATH (results in LOG.md).
 """
@@ -106,29 +109,91 @@ def make_step(
     return step, count_flops(arch, 11, 81, batch_size).train_step, batch_size
 
 
-def time_interleaved(step_fns: list, steps: int, budget_s: float) -> list[dict]:
-    """Each step function gets a warm-up step (compilation happens there) and one more untimed;
-    then up to ``steps`` rounds within ``budget_s`` (at least 2) time one step of each, in an
-    order that reverses every round, so that a machine whose speed drifts (a shared host)
-    weighs on every function alike. Per function: median and best s/step."""
+def warm_up(step_fns: list) -> list[float]:
+    """One warm-up step per function (compilation happens there), timed, and one more untimed."""
     warm = []
     for fn in step_fns:
         t0 = time.perf_counter()
         fn()
         warm.append(time.perf_counter() - t0)
         fn()
+    return warm
+
+
+def time_alternating(
+    step_fns: list, steps: int, budget_s: float, min_steps: int = 2, reverse_first: bool = False
+) -> list[list[float]]:
+    """Up to ``steps`` rounds within ``budget_s`` (at least ``min_steps``) each time one step of
+    every function, in an order that reverses every round (``reverse_first``: starting
+    reversed), so that a machine whose speed drifts (a shared host) weighs on every function
+    alike. The seconds of each function's steps."""
     times: list[list[float]] = [[] for _ in step_fns]
     start = time.perf_counter()
-    while len(times[0]) < steps and (time.perf_counter() - start < budget_s or len(times[0]) < 2):
-        order = range(len(step_fns)) if len(times[0]) % 2 == 0 else reversed(range(len(step_fns)))
-        for i in order:
+    while len(times[0]) < steps and (time.perf_counter() - start < budget_s or len(times[0]) < min_steps):
+        forward = (len(times[0]) % 2 == 0) != reverse_first
+        for i in range(len(step_fns)) if forward else reversed(range(len(step_fns))):
             t = time.perf_counter()
             step_fns[i]()
             times[i].append(time.perf_counter() - t)
+    return times
+
+
+def time_interleaved(step_fns: list, steps: int, budget_s: float) -> list[dict]:
+    """Each step function gets ``warm_up``; then ``time_alternating`` (at least 2 steps).
+    Per function: median and best s/step."""
+    warm = warm_up(step_fns)
+    times = time_alternating(step_fns, steps, budget_s)
     return [
         {"s_per_step": sorted(ts)[len(ts) // 2], "best": min(ts), "n": len(ts), "warmup_s": w}
         for ts, w in zip(times, warm, strict=True)
     ]
+
+
+SMALL_PRODUCT = 1 << 22  # multiply-adds: below this, products go batched through torch.bmm
+
+
+def gemm_seconds(shapes: list[tuple[int, int, int, int]], dtype: torch.dtype, device: torch.device,
+                 repeats: int = 3) -> float:
+    """Seconds the GEMMs ``shapes`` ((m, k, n, count), as ``flops.step_gemms`` lists a step's)
+    take run bare, on preallocated random tensors of ``dtype``: the best of ``repeats`` for
+    each shape, summed, after one warm-up call per shape.
+
+    A product runs as torch.mm (the kernel the step's linears call), ``count`` times; products
+    under 2^22 multiply-adds (attention's per-head products) run through torch.bmm in batches
+    of up to 2^22 multiply-adds, as SDPA batches them: one call each would time Python's
+    dispatch, not the GEMM."""
+    return sum(_shape_seconds(*shape, dtype, device, repeats) for shape in shapes)
+
+
+def _shape_seconds(m: int, k: int, n: int, count: int, dtype: torch.dtype, device: torch.device,
+                   repeats: int) -> float:
+    per_call = min(count, max(1, SMALL_PRODUCT // (m * k * n)))
+    calls, rest = divmod(count, per_call)
+    a = torch.randn(per_call, m, k, device=device).to(dtype)
+    b = torch.randn(per_call, k, n, device=device).to(dtype)
+    c = torch.empty(per_call, m, n, device=device, dtype=dtype)
+    if per_call == 1:
+        operands = [(a[0], b[0], c[0])] * calls
+        gemm = torch.mm
+    else:
+        operands = [(a, b, c)] * calls + [(a[:rest], b[:rest], c[:rest])] * (rest > 0)
+        gemm = torch.bmm
+    for x, y, out in {id(o[0]): o for o in operands}.values():  # warm-up: each distinct call once
+        gemm(x, y, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        for x, y, out in operands:
+            gemm(x, y, out=out)
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
