@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -200,7 +202,15 @@ def report(cal: Calibration, log=print) -> None:
     log(f"verdict: {cal.verdict} ({rule} is informative)")
 
 
+def _stop(signum: int, _frame) -> None:
+    """A terminated calibration takes its training processes with it (they would run on)."""
+    for child in multiprocessing.active_children():
+        child.terminate()
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep", help="a name in configs/sweep/ or a path")
     ap.add_argument("overrides", nargs="*", help="sweep keys or training keys, as on python -m sweeps run")

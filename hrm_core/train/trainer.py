@@ -27,6 +27,7 @@ from hrm_core.observe.diagnostics import Diagnostics
 from hrm_core.observe.reporter import Reporter
 from hrm_core.observe.run_context import build_run_context
 from hrm_core.train import checkpoint as ckpt
+from hrm_core.train.compiled import prepare_compile
 from hrm_core.train.curriculum import Curriculum
 from hrm_core.train.distributed import (
     DistContext,
@@ -64,7 +65,8 @@ def build_trainable_model(
     broadcast_module(model, ctx)
     model.model.configure_kernels(flash_attention=device.type == "cuda",
                                   upcast_low_precision=cfg.low_precision_gemm == "fp32")
-    if cfg.compile:
+    if cfg.compile:  # cached per process and on disk (train/compiled.py)
+        prepare_compile()
         model.model.compile_inner()
     return model
 
