@@ -25,9 +25,14 @@ def prepare(name_or_path: str, scale: str | None = None, overrides: list[str] | 
     from hrm_core.data.format import dataset_fingerprint, load_metadata
     from hrm_core.data.resolve import require_val_split, resolve_data_path, stage_data_paths
     from hrm_core.data.sampler import total_train_steps
+    from hrm_core.train.compiled import check_compiler
 
     spec, path = load_spec(name_or_path, scale, overrides)
     configs = validate(spec, path)
+    for cfg in configs:  # the trials' machines are this one's kind (a cluster's nodes share an image)
+        if cfg.compile:
+            check_compiler("cuda" if cfg.device == "cuda" else "cpu")
+            break
     planned, fingerprints = 0, {}
     search = spec.kind == "search"
     for cfg in configs if search else ():  # searches select on val/*: a recipe without one fails first

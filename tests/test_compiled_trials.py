@@ -1,7 +1,8 @@
 """A compiled trial that ran second in a reused sweep worker (so on that process's cached compiled
 code) reproduces bitwise when run alone with the same settings: a real local Ray sweep, a real
 SQLite store, ``python -m sweeps reproduce`` in this process (which compiles anew from the disk
-cache). See hrm_core/train/compiled.py."""
+cache). See hrm_core/train/compiled.py. One H and one L step per segment keep the graphs, and so
+the first compile on a fresh machine, small."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_a_compiled_trial_on_a_reused_worker_reproduces_bitwise(tmp_path, monkey
     path = write_sweep(tmp_path, """\
 name: compiled
 kind: ablation
-base: [data=sudoku4, compile=true, max_steps=4, eval_every_steps=2]
+base: [data=sudoku4, compile=true, arch.H_cycles=1, arch.L_cycles=1, max_steps=4, eval_every_steps=2]
 control: first
 arms:
   first: [lr=2e-3]
@@ -88,3 +89,17 @@ def test_past_the_graph_limit_a_compile_fails_instead_of_running_eager(monkeypat
     with pytest.raises(Exception, match="(?i)recompil"):  # a new shape past the limit: an error, not eager
         fn(torch.ones(3))
     torch._dynamo.reset()
+
+
+def test_compile_without_a_cpp_compiler_is_one_line_before_the_sweep(tmp_path, monkeypatch):
+    from hrm_core.errors import UserError
+    from sweeps.prepare import prepare
+
+    path = write_sweep(tmp_path, "name: nocc\nkind: ablation\nbase: [data=sudoku4, compile=true]\n"
+                                 "control: a\narms:\n  a: []\nseeds: [0]\nscale: smoke\n")
+    prepare(path, log=lambda *_: None)  # this machine has one
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(UserError, match=r"^compile=true: .*C\+\+ compiler.*compile=false$"):
+        prepare(path, log=lambda *_: None)
+    assert not (tmp_path / "ray").exists()  # nothing started

@@ -20,15 +20,32 @@ Two rules keep that exact:
 
 from __future__ import annotations
 
-__all__ = ["GRAPHS_PER_FUNCTION", "prepare_compile"]
+import os
+import shutil
+
+from hrm_core.errors import UserError
+
+__all__ = ["GRAPHS_PER_FUNCTION", "check_compiler", "prepare_compile"]
 
 # A config compiles about four graphs of the inner model (train forward, the Q target's no-grad
 # forward, evaluation, a short last eval batch); 64 leaves room for 16 configs per process.
 GRAPHS_PER_FUNCTION = 64
 
 
-def prepare_compile() -> None:
+def check_compiler(device_type: str) -> None:
+    """torch.compile on a CPU writes C++ kernels: without a C++ compiler it would fail at the
+    first step, so say so first, in one line (CUDA kernels need none: Triton ships its own)."""
+    if device_type == "cuda":
+        return
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    if not any(shutil.which(name) for name in names):
+        raise UserError(f"compile=true: torch.compile on a CPU needs a C++ compiler ({' or '.join(names)} "
+                        "not found on PATH); install one (e.g. apt-get install g++) or set compile=false")
+
+
+def prepare_compile(device_type: str = "cpu") -> None:
     """Set dynamo and inductor for runs that share a process; idempotent (called per run)."""
+    check_compiler(device_type)
     import torch._dynamo.config as dynamo
     import torch._functorch.config as functorch
     import torch._inductor.config as inductor

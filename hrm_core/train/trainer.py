@@ -66,7 +66,7 @@ def build_trainable_model(
     model.model.configure_kernels(flash_attention=device.type == "cuda",
                                   upcast_low_precision=cfg.low_precision_gemm == "fp32")
     if cfg.compile:  # cached per process and on disk (train/compiled.py)
-        prepare_compile()
+        prepare_compile(device.type)
         model.model.compile_inner()
     return model
 
