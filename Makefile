@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml | $(PY)
 
 .PHONY: help install test test-fast test-gpu lint train-demo summary benchmark-throughput benchmark-reference benchmark-learning clean \
 	sweep-gate-bias sweep-gate-hidden-ratio sweep-feudal-weight sweep-manager-period sweep-halt-steps \
-	sweep-curriculum ablate-gating sweep-list sweep-prune mlflow-ui report optuna-dashboard benchmark-gpu calibrate-scale
+	sweep-curriculum ablate-gating sweep-list sweep-prune mlflow-ui report optuna-dashboard benchmark-gpu calibrate-scale \
+	benchmark-small-trials
 
 SCALE ?= cpu
 # Overrides of every sweep target, over the sweep file and its scale (README "Sweeps"): sweep keys and
@@ -62,6 +63,9 @@ benchmark-reference: $(STAMP) ## The reference HRM's own train step beside ours;
 
 benchmark-learning: $(STAMP) ## Held-out exact accuracy over 150 s on 4x4 Sudoku
 	$(PY) benchmarks/learning_sudoku4.py
+
+benchmark-small-trials: $(STAMP) ## The same small cpu-scale sweep on BASE (default 93409eb) and on this tree, side by side
+	$(PY) benchmarks/small_trials.py $(if $(BASE),--base $(BASE))
 
 benchmark-gpu: $(STAMP) ## hrm_v1 on one CUDA GPU: s/step, MFU, each kernel's gain, largest batch, shared GPU (< 5 min)
 	$(PY) benchmarks/gpu.py
