@@ -2,7 +2,7 @@
 code) reproduces bitwise when run alone with the same settings: a real local Ray sweep, a real
 SQLite store, ``python -m sweeps reproduce`` in this process (which compiles anew from the disk
 cache). See hrm_core/train/compiled.py. One H and one L step per segment keep the graphs, and so
-the first compile on a fresh machine, small."""
+the first compile on a fresh machine, small; one ACT step has no Q-target forward to compile."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def test_a_compiled_trial_on_a_reused_worker_reproduces_bitwise(tmp_path, monkey
     path = write_sweep(tmp_path, """\
 name: compiled
 kind: ablation
-base: [data=sudoku4, compile=true, arch.H_cycles=1, arch.L_cycles=1, max_steps=4, eval_every_steps=2]
+base: [data=sudoku4, compile=true, arch.H_cycles=1, arch.L_cycles=1, arch.halt_max_steps=1,
+       max_steps=4, eval_every_steps=2]
 control: first
 arms:
   first: [lr=2e-3]
@@ -71,7 +72,7 @@ scale: smoke
         assert all(same(a, b) for (_, a), (_, b) in zip(points, again[key], strict=True)), key
 
 
-def test_past_the_graph_limit_a_compile_fails_instead_of_running_eager(monkeypatch):
+def test_past_the_graph_limit_a_compile_fails_instead_of_running_eager():
     import torch
     import torch._dynamo.config as dynamo
 
@@ -79,16 +80,18 @@ def test_past_the_graph_limit_a_compile_fails_instead_of_running_eager(monkeypat
 
     prepare_compile()
     assert dynamo.recompile_limit >= GRAPHS_PER_FUNCTION
-    monkeypatch.setattr(dynamo, "recompile_limit", 1)  # what a process that ran many configs reaches
 
     def double(x):
         return x * 2
 
-    fn = torch.compile(double, dynamic=False, backend="eager")
-    assert fn(torch.ones(2)).tolist() == [2.0, 2.0]
-    with pytest.raises(Exception, match="(?i)recompil"):  # a new shape past the limit: an error, not eager
-        fn(torch.ones(3))
+    # dynamo's own patch (monkeypatch would delete the config key on undo)
+    with dynamo.patch(recompile_limit=1):  # what a process that ran many configs reaches
+        fn = torch.compile(double, dynamic=False, backend="eager")
+        assert fn(torch.ones(2)).tolist() == [2.0, 2.0]
+        with pytest.raises(Exception, match="(?i)recompil"):  # a new shape past the limit: error, not eager
+            fn(torch.ones(3))
     torch._dynamo.reset()
+    assert dynamo.recompile_limit >= GRAPHS_PER_FUNCTION
 
 
 def test_compile_without_a_cpp_compiler_is_one_line_before_the_sweep(tmp_path, monkeypatch):

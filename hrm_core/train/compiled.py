@@ -34,7 +34,8 @@ GRAPHS_PER_FUNCTION = 64
 
 def check_compiler(device_type: str) -> None:
     """torch.compile on a CPU writes C++ kernels: without a C++ compiler it would fail at the
-    first step, so say so first, in one line (CUDA kernels need none: Triton ships its own)."""
+    first step, so say so first, in one line. (On CUDA the kernels are Triton's, whose own
+    requirements are not checked here.)"""
     if device_type == "cuda":
         return
     names = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
