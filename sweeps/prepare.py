@@ -29,10 +29,9 @@ def prepare(name_or_path: str, scale: str | None = None, overrides: list[str] | 
 
     spec, path = load_spec(name_or_path, scale, overrides)
     configs = validate(spec, path)
-    for cfg in configs:  # the trials' machines are this one's kind (a cluster's nodes share an image)
-        if cfg.compile:
-            check_compiler("cuda" if cfg.device == "cuda" else "cpu")
-            break
+    compiled = next((cfg for cfg in configs if cfg.compile), None)
+    if compiled is not None:  # the trials' machines are this one's kind (a cluster's nodes share an image)
+        check_compiler("cuda" if compiled.device == "cuda" else "cpu")
     planned, fingerprints = 0, {}
     search = spec.kind == "search"
     for cfg in configs if search else ():  # searches select on val/*: a recipe without one fails first
